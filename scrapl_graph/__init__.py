@@ -1,0 +1,5 @@
+"""scrapl-graph: SCRAPL scattering losses and differentiable processors for GRAFX graphs."""
+from .jtfs import JTFS, PathInfo
+
+__version__ = "0.1.0"
+__all__ = ["JTFS", "PathInfo", "__version__"]

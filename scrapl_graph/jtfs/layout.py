@@ -1,0 +1,129 @@
+"""Sizes of a JTFS: averaging supports, padding, border indices and the path set.
+
+Everything here is pure bookkeeping on integers and the filterbanks; the
+transform itself lives in :mod:`scrapl_graph.jtfs.transform`.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from .filters import SIGMA0, Filter, morlet_1d, temporal_support
+
+Support = Union[None, int, str]
+
+
+def parse_support(value: Support, J: int, n_input: int, name: str) -> Tuple[int, str]:
+    """Resolve T (or F) to ``(support, mode)`` with mode 'local' or 'global'.
+
+    None means a local average of support ``2^J``; 'global' sums over the
+    whole (padded) axis; an integer ``1 <= value <= n_input`` is a local
+    support.
+
+    Raises:
+        TypeError: if value is neither None, 'global' nor an integer.
+        ValueError: if the integer is out of range.
+    """
+    if value is None:
+        return 2**J, "local"
+    if isinstance(value, str):
+        if value == "global":
+            return 2**J, "global"
+        raise ValueError(f"{name} must be None, a positive integer or 'global', got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be None, a positive integer or 'global', got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer (no averaging is not supported), got {value}")
+    if value > n_input:
+        raise ValueError(f"{name}={value} exceeds the length {n_input} of the axis it averages; use {name}='global'")
+    return int(value), "local"
+
+
+def padding(N: int, T: int) -> Tuple[int, int, int]:
+    """Padded length (a power of two) and the left/right reflect padding for a signal of length N.
+
+    The signal is padded by at least three times the support of the low-pass
+    on each side, without exceeding what reflect padding allows (N - 1).
+    """
+    phi = morlet_1d(N, None, SIGMA0 / T)
+    min_to_pad = 3 * temporal_support(phi.reshape(1, -1), criterion=1e-3)
+    log2_max = int(np.floor(np.log2(3 * N - 2)))
+    log2_padded = min(int(np.ceil(np.log2(N + 2 * min_to_pad))), log2_max)
+    n_padded = 2**log2_padded
+    left = (n_padded - N) // 2
+    right = n_padded - N - left
+    return n_padded, left, right
+
+
+def border_indices(max_log2: int, start: int, end: int) -> Tuple[Dict[int, int], Dict[int, int]]:
+    """Where the unpadded signal ``[start, end)`` lies after subsampling by ``2^k``, for every k."""
+    starts, ends = {0: start}, {0: end}
+    for k in range(1, max_log2 + 1):
+        starts[k] = starts[k - 1] // 2 + starts[k - 1] % 2
+        ends[k] = ends[k - 1] // 2 + ends[k - 1] % 2
+    return starts, ends
+
+
+def frequential_padding(n_lambda1: int, F: int, J_fr: int) -> int:
+    """Length of the zero-padded log-frequency axis: room for 8 supports, a multiple of 2^J_fr."""
+    min_to_pad = 8 * min(F, 2**J_fr)
+    return (n_lambda1 + min_to_pad) // 2**J_fr * 2**J_fr
+
+
+@dataclass(frozen=True)
+class PathInfo:
+    """Metadata of one second-order JTFS path.
+
+    Attributes:
+        idx: position in the path set (what SCRAPL samples).
+        n2: index of the second-order temporal wavelet.
+        n_fr: index of the frequential filter (0: low-pass, spin 0).
+        j2: dyadic scale of the temporal wavelet.
+        xi2: temporal modulation rate in cycles per sample.
+        j_fr: dyadic scale of the frequential filter.
+        spin: +1 (upward chirps), -1 (downward) or 0 (low-pass).
+        xi_fr: frequential center frequency in cycles per lambda1 bin.
+        scale: frequential modulation scale in cycles per octave, ``|xi_fr| * Q1``.
+        n_lambda1: number of first-order wavelets the path uses (those with j1 < j2).
+    """
+
+    idx: int
+    n2: int
+    n_fr: int
+    j2: int
+    xi2: float
+    j_fr: int
+    spin: int
+    xi_fr: float
+    scale: float
+    n_lambda1: int
+
+    @property
+    def key(self) -> Tuple[int, int]:
+        return (self.n2, self.n_fr)
+
+    def rate_hz(self, sample_rate: float) -> float:
+        """Temporal modulation rate in Hz for a given sample rate."""
+        return self.xi2 * sample_rate
+
+
+def path_set(psi1: List[Filter], psi2: List[Filter], psi_fr: List[Filter], Q1: int) -> List[PathInfo]:
+    """All second-order paths (n2, n_fr), in lexicographic order, for the n2 that see some j1 < j2."""
+    paths: List[PathInfo] = []
+    for n2, f2 in enumerate(psi2):
+        n_lambda1 = sum(1 for f1 in psi1 if f1.j < f2.j)
+        if n_lambda1 == 0:
+            continue
+        for n_fr, ffr in enumerate(psi_fr):
+            paths.append(
+                PathInfo(
+                    idx=len(paths), n2=n2, n_fr=n_fr, j2=f2.j, xi2=f2.xi, j_fr=ffr.j,
+                    spin=int(np.sign(ffr.xi)), xi_fr=ffr.xi, scale=abs(ffr.xi) * Q1,
+                    n_lambda1=n_lambda1,
+                )
+            )
+    return paths

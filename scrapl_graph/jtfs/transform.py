@@ -1,0 +1,350 @@
+"""Joint time-frequency scattering (JTFS), full tree or one path at a time.
+
+For a signal x, with first-order wavelets psi_lambda1 (Q1 per octave),
+second-order wavelets psi_lambda2 (Q2 per octave), frequential filters
+psi_fr (spin +1, -1, or the low-pass of support 2^J_fr) and low-passes phi_T
+and phi_F, the second-order path (n2, n_fr) is
+
+    S x (n2, n_fr)(lambda1, t) = | (U1 x *_t psi_n2) *_lambda1 psi_n_fr | *_t phi_T *_lambda1 phi_F,
+    U1 x (lambda1, t) = | x * psi_lambda1 |(t),
+
+where ``*_lambda1`` convolves across the log-frequency axis (zero-padded)
+and phi_F is applied only to spinned paths (the spin-0 filter already
+averages). The first-order scalogram U1 is computed once per call and only
+for the lambda1 a request needs (those with j1 < j2); every filter of a
+scale is applied in one batched product.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as Fn
+from torch import Tensor, nn
+
+from .filters import frequential_filterbank, temporal_filterbanks
+from .layout import (
+    PathInfo,
+    border_indices,
+    frequential_padding,
+    padding,
+    parse_support,
+    path_set,
+)
+from .ops import full_spectrum, lowpass, modulus, periodize
+
+log = logging.getLogger(__name__)
+
+# Upper bound on complex elements of one frequential-scattering batch in the
+# full tree; larger requests are split over n_fr to bound peak memory.
+_CHUNK_ELEMENTS = 2**24
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+class JTFS(nn.Module):
+    """Joint time-frequency scattering transform with kymatio's conventions.
+
+    Args:
+        shape: signal length N (int or 1-tuple).
+        J: octaves of the temporal wavelets (both orders); ``2**J <= N``.
+        Q1: first-order wavelets per octave.
+        Q2: second-order wavelets per octave.
+        J_fr: octaves of the frequential wavelets.
+        Q_fr: frequential wavelets per octave.
+        T: temporal averaging: None (support ``2**J``), an int support, or
+            'global' (sum over time).
+        F: frequential averaging: None (support ``2**J_fr``), an int support
+            ``<= 2**(J_fr + 1) - 1``, or 'global' (sum over log-frequency).
+
+    Attributes:
+        paths: list of :class:`PathInfo`, one per second-order path, in the
+            reference package's order (lexicographic in ``(n2, n_fr)``).
+        n_paths: number of second-order paths.
+        keys: ``[(n2, n_fr), ...]`` in path order.
+        out_shape: ``(F', T')`` of one path.
+
+    Raises:
+        TypeError, ValueError: on invalid sizes (see messages).
+    """
+
+    def __init__(self, shape, J: int, Q1: int, Q2: int, J_fr: int, Q_fr: int, T=None, F=None):
+        super().__init__()
+        if isinstance(shape, tuple):
+            if len(shape) != 1:
+                raise ValueError(f"shape must be an int or a 1-tuple, got {shape!r}")
+            shape = shape[0]
+        self.N = _check_int("shape", shape, 2)
+        self.J = _check_int("J", J, 1)
+        self.Q1 = _check_int("Q1", Q1, 1)
+        self.Q2 = _check_int("Q2", Q2, 1)
+        self.J_fr = _check_int("J_fr", J_fr, 1)
+        self.Q_fr = _check_int("Q_fr", Q_fr, 1)
+        if 2**self.J > self.N:
+            raise ValueError(f"J={J} is too large for a signal of length {self.N}: need 2**J <= N, i.e. J <= {int(math.log2(self.N))}")
+        self.T, self.F = T, F
+
+        T_support, self.average = parse_support(T, self.J, self.N, "T")
+        self.log2_T = int(math.floor(math.log2(T_support)))
+        self.n_padded, self.pad_left, self.pad_right = padding(self.N, T_support)
+        if max(self.pad_left, self.pad_right) >= self.N:
+            raise ValueError(f"signal of length {self.N} is too short for T={T_support}: reflect padding would exceed it")
+        phi, (psi1, psi2) = temporal_filterbanks(self.n_padded, self.J, (self.Q1, self.Q2), T_support)
+
+        n_input_fr = (self.J + 1) * self.Q1
+        F_support, self.average_fr = parse_support(F, self.J_fr, n_input_fr, "F")
+        self.log2_F = int(math.floor(math.log2(F_support)))
+        if self.average_fr == "local" and self.log2_F > self.J_fr:
+            raise ValueError(f"F={F} averages beyond the spin-0 filter: need F < 2**(J_fr + 1) = {2 ** (self.J_fr + 1)}")
+        self.n_fr_padded = max(frequential_padding(n_input_fr, F_support, self.J_fr), 2**self.J_fr * math.ceil(len(psi1) / 2**self.J_fr))
+        phi_F, psi_fr = frequential_filterbank(self.n_fr_padded, self.J_fr, self.Q_fr, F_support)
+
+        self.paths: List[PathInfo] = path_set(psi1, psi2, psi_fr, self.Q1)
+        if not self.paths:
+            raise ValueError(f"no second-order path for J={J}, Q1={Q1}, Q2={Q2}: increase J")
+        self.n_paths = len(self.paths)
+        self.keys = [p.key for p in self.paths]
+        if self.average == "local":
+            max_j2 = max(p.j2 for p in self.paths)
+            if max_j2 > self.log2_T:
+                raise ValueError(f"T={T} is shorter than the largest second-order wavelet: need T >= 2**{max_j2} = {2 ** max_j2}")
+
+        self.j1 = [f.j for f in psi1]
+        self.j2 = [f.j for f in psi2]
+        self.j_fr = [f.j for f in psi_fr]
+        self.spin = [int(np.sign(f.xi)) for f in psi_fr]
+        self.xi1 = [f.xi for f in psi1]
+        # The first-order resolution: local averaging never needs finer than 2^log2_T.
+        self.k1 = [min(j, self.log2_T) if self.average == "local" else j for j in self.j1]
+        self.groups = self._contiguous_groups(self.k1)
+        self.k_fr = [min(j, self.log2_F) if self.average_fr == "local" else j for j in self.j_fr]
+        self.ind_start, self.ind_end = border_indices(max(self.log2_T, self.J), self.pad_left, self.pad_left + self.N)
+
+        def buf(name: str, array) -> None:
+            self.register_buffer(name, torch.as_tensor(np.asarray(array), dtype=torch.float32), persistent=False)
+
+        buf("psi1", np.stack([f.levels[0] for f in psi1]))
+        for k in range(max(len(f.levels) for f in psi2)):
+            length = self.n_padded // 2**k
+            buf(f"psi2_{k}", np.stack([f.levels[k] if k < len(f.levels) else np.zeros(length) for f in psi2]))
+        self.n_phi_levels = len(phi.levels)
+        for k, level in enumerate(phi.levels):
+            buf(f"phi_{k}", level)
+        buf("psi_fr", np.stack([f.levels[0] for f in psi_fr]))
+        for k, level in enumerate(phi_F.levels):
+            buf(f"phi_fr_{k}", level)
+        self.out_shape = self._out_shape()
+        log.debug("JTFS N=%d padded=%d n_fr_padded=%d paths=%d", self.N, self.n_padded, self.n_fr_padded, self.n_paths)
+
+    @staticmethod
+    def _contiguous_groups(k1: Sequence[int]) -> List[Tuple[int, int, int]]:
+        """Runs ``(k, start, end)`` of first-order filters sharing a resolution (k1 is non-decreasing)."""
+        groups = []
+        start = 0
+        for n1 in range(1, len(k1) + 1):
+            if n1 == len(k1) or k1[n1] != k1[start]:
+                groups.append((k1[start], start, n1))
+                start = n1
+        return groups
+
+    def _out_shape(self) -> Tuple[int, int]:
+        n_time = 1 if self.average == "global" else self.ind_end[self.log2_T] - self.ind_start[self.log2_T]
+        n_freq = 1 if self.average_fr == "global" else self.n_fr_padded // 2**self.log2_F
+        return (n_freq, n_time)
+
+    def extra_repr(self) -> str:
+        return (f"shape={self.N}, J={self.J}, Q1={self.Q1}, Q2={self.Q2}, J_fr={self.J_fr}, "
+                f"Q_fr={self.Q_fr}, T={self.T!r}, F={self.F!r}, n_paths={self.n_paths}")
+
+    # ------------------------------------------------------------------ input
+    def _prepare(self, x: Tensor) -> Tuple[Tensor, Tuple[int, ...]]:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.is_complex() or not x.is_floating_point():
+            raise TypeError(f"x must be a real floating-point tensor (float32 or float64), got dtype {x.dtype}")
+        if x.dtype != self.psi1.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the filters are {self.psi1.dtype}; "
+                            f"convert the module with .to({x.dtype}) or the input with .to({self.psi1.dtype})")
+        if x.ndim < 1:
+            raise ValueError("x must have at least one dimension (..., N), got a 0-d tensor")
+        if x.shape[-1] != self.N:
+            raise ValueError(f"x has length {x.shape[-1]} on its last axis, expected shape={self.N}")
+        if x.device != self.psi1.device:
+            raise ValueError(f"x is on {x.device} but the filters are on {self.psi1.device}; move the module with .to(device)")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x contains NaN or Inf values; expected finite audio samples")
+        batch_shape = tuple(x.shape[:-1])
+        x = x.reshape(-1, 1, self.N)
+        x = Fn.pad(x, (self.pad_left, self.pad_right), mode="reflect")[:, 0]
+        return x, batch_shape
+
+    # ------------------------------------------------------------ first order
+    def _scalogram(self, x_padded: Tensor, n_lambda1: int) -> List[Tuple[int, int, Tensor]]:
+        """U1 for the first ``n_lambda1`` wavelets, as ``(k1, start, U1)`` per resolution group."""
+        x_hat = full_spectrum(x_padded)
+        out = []
+        for k1, start, end in self.groups:
+            end = min(end, n_lambda1)
+            if start >= end:
+                break
+            y_hat = periodize(x_hat[:, None, :] * self.psi1[start:end], 2**k1)
+            out.append((k1, start, modulus(torch.fft.ifft(y_hat))))
+        return out
+
+    # ----------------------------------------------------------- second order
+    def _time_scattering(self, u1_hats: List[Tuple[int, int, Tensor]], n2: int) -> Tensor:
+        """Y2 for wavelet n2: complex, indexed (batch, lambda1 with j1 < j2, time at resolution j2)."""
+        j2 = self.j2[n2]
+        n_lambda1 = sum(1 for j in self.j1 if j < j2)
+        parts = []
+        for k1, start, u1_hat in u1_hats:
+            if start >= n_lambda1:
+                break
+            u1_hat = u1_hat[:, : n_lambda1 - start]
+            k2 = min(j2 - k1, self.log2_T) if self.average == "local" else j2 - k1
+            y_hat = periodize(u1_hat * getattr(self, f"psi2_{k1}")[n2], 2**k2)
+            parts.append(torch.fft.ifft(y_hat))
+        return torch.cat(parts, dim=1)
+
+    def _frequency_scattering(self, y2: Tensor, n_frs: Sequence[int], j2: int) -> Tensor:
+        """Paths (n2, n_fr) for ``n_fr`` in ``n_frs`` from Y2 of one n2: (batch, len(n_frs), F', T')."""
+        y_hat = torch.fft.fft(y2, n=self.n_fr_padded, dim=1)
+        outputs: Dict[int, Tensor] = {}
+        by_k: Dict[int, List[int]] = {}
+        for n_fr in n_frs:
+            by_k.setdefault(self.k_fr[n_fr], []).append(n_fr)
+        per_path = y_hat.shape[0] * y_hat.shape[1] * y_hat.shape[2]
+        chunk = max(1, _CHUNK_ELEMENTS // per_path)
+        for k_fr, members in by_k.items():
+            for i in range(0, len(members), chunk):
+                idx = members[i : i + chunk]
+                z_hat = y_hat[:, None] * self.psi_fr[idx][None, :, :, None]
+                z = modulus(torch.fft.ifft(periodize(z_hat, 2**k_fr, dim=2), dim=2))
+                s = self._average(z, j2, [self.spin[n] for n in idx], k_fr)
+                for n, coef in zip(idx, s.unbind(1)):
+                    outputs[n] = coef
+        return torch.stack([outputs[n] for n in n_frs], dim=1)
+
+    def _average(self, z: Tensor, resolution: int, spins: List[int], k_fr: int) -> Tensor:
+        """Time then frequency averaging and time unpadding of moduli z: (batch, m, freq, time)."""
+        if self.average == "global":
+            z = z.sum(dim=-1, keepdim=True)
+        else:
+            factor = 2 ** (self.log2_T - resolution)
+            z = lowpass(z, getattr(self, f"phi_{resolution}"), factor, dim=-1)
+            z = z[..., self.ind_start[self.log2_T] : self.ind_end[self.log2_T]]
+        if self.average_fr == "global":
+            return z.sum(dim=-2, keepdim=True)
+        if all(s == 0 for s in spins):
+            return z
+        # Filters batched together share k_fr = min(j_fr, log2_F): one phi_F level.
+        averaged = lowpass(z, getattr(self, f"phi_fr_{k_fr}"), 2 ** (self.log2_F - k_fr), dim=-2)
+        if all(s != 0 for s in spins):
+            return averaged
+        keep = torch.tensor([s == 0 for s in spins], device=z.device).view(1, -1, 1, 1)
+        return torch.where(keep, z, averaged)
+
+    # ---------------------------------------------------------------- public
+    def paths_coefficients(self, x: Tensor, idxs: Sequence[int]) -> Tensor:
+        """Several second-order paths sharing one first-order scalogram.
+
+        Args:
+            x: real signal of shape (..., N).
+            idxs: path indices in ``[0, n_paths)``.
+
+        Returns:
+            Tensor of shape (..., len(idxs), F', T').
+        """
+        idxs = [self._check_idx(i) for i in idxs]
+        x_padded, batch_shape = self._prepare(x)
+        needed = max(self.paths[i].n_lambda1 for i in idxs)
+        u1_hats = [(k1, start, full_spectrum(u1)) for k1, start, u1 in self._scalogram(x_padded, needed)]
+        by_n2: Dict[int, List[int]] = {}
+        for i in idxs:
+            by_n2.setdefault(self.paths[i].n2, []).append(self.paths[i].n_fr)
+        coefs: Dict[Tuple[int, int], Tensor] = {}
+        for n2, n_frs in by_n2.items():
+            y2 = self._time_scattering(u1_hats, n2)
+            s = self._frequency_scattering(y2, n_frs, self.j2[n2])
+            for n_fr, coef in zip(n_frs, s.unbind(1)):
+                coefs[(n2, n_fr)] = coef
+        out = torch.stack([coefs[self.keys[i]] for i in idxs], dim=1)
+        return out.reshape(batch_shape + out.shape[1:])
+
+    def path(self, x: Tensor, idx: int) -> Tensor:
+        """One second-order path, equal to ``forward(x)[..., idx, :, :]``: shape (..., F', T')."""
+        return self.paths_coefficients(x, [idx])[..., 0, :, :]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """All second-order paths: shape (..., n_paths, F', T')."""
+        return self.paths_coefficients(x, range(self.n_paths))
+
+    def first_order(self, x: Tensor) -> Tensor:
+        """First-order JTFS paths: the time-averaged scalogram S1 filtered across log-frequency.
+
+        Returns:
+            Tensor (..., n_first, F', T') for the frequential filters of spin
+            >= 0 (the low-pass, then the spin +1 wavelets), as in the
+            reference's joint output.
+        """
+        x_padded, batch_shape = self._prepare(x)
+        s1 = []
+        for k1, _, u1 in self._scalogram(x_padded, len(self.j1)):
+            s1.append(lowpass(u1, getattr(self, f"phi_{k1}"), 2 ** (self.log2_T - k1), dim=-1))
+        s1 = torch.cat(s1, dim=1)
+        s1_hat = full_spectrum(Fn.pad(s1, (0, 0, 0, self.n_fr_padded - s1.shape[1])), dim=1)
+        n_frs = [n for n, s in enumerate(self.spin) if s >= 0]
+        out = []
+        for n_fr in n_frs:
+            k_fr = self.k_fr[n_fr]
+            z_hat = s1_hat[:, None] * self.psi_fr[n_fr][None, None, :, None]
+            z = modulus(torch.fft.ifft(periodize(z_hat, 2**k_fr, dim=2), dim=2))
+            # S1 is already at the output resolution: average over time only when global.
+            out.append(self._average_first_order(z, n_fr, k_fr))
+        out = torch.cat(out, dim=1)
+        return out.reshape(batch_shape + out.shape[1:])
+
+    def _average_first_order(self, z: Tensor, n_fr: int, k_fr: int) -> Tensor:
+        if self.average == "global":
+            z = z.sum(dim=-1, keepdim=True)
+        else:
+            z = z[..., self.ind_start[self.log2_T] : self.ind_end[self.log2_T]]
+        if self.average_fr == "global":
+            return z.sum(dim=-2, keepdim=True)
+        if self.spin[n_fr] == 0:
+            return z
+        return lowpass(z, getattr(self, f"phi_fr_{k_fr}"), 2 ** (self.log2_F - k_fr), dim=-2)
+
+    @property
+    def n_first_order(self) -> int:
+        return sum(1 for s in self.spin if s >= 0)
+
+    def _check_idx(self, idx) -> int:
+        if isinstance(idx, Tensor) and idx.numel() == 1:
+            idx = idx.item()
+        if isinstance(idx, bool) or not isinstance(idx, numbers.Integral):
+            raise TypeError(f"path index must be an integer, got {type(idx).__name__} {idx!r}")
+        if not 0 <= idx < self.n_paths:
+            raise ValueError(f"path index {idx} out of range: expected 0 <= idx < n_paths={self.n_paths}")
+        return int(idx)
+
+    def path_table(self, sample_rate: Optional[float] = None) -> List[dict]:
+        """Per-path metadata as dicts (rate in cycles/sample, and in Hz when ``sample_rate`` is given)."""
+        rows = []
+        for p in self.paths:
+            row = {"idx": p.idx, "n2": p.n2, "n_fr": p.n_fr, "j2": p.j2, "rate": p.xi2,
+                   "j_fr": p.j_fr, "spin": p.spin, "scale": p.scale}
+            if sample_rate is not None:
+                row["rate_hz"] = p.rate_hz(sample_rate)
+            rows.append(row)
+        return rows
