@@ -35,7 +35,8 @@ from .layout import (
     parse_support,
     path_set,
 )
-from .ops import full_spectrum, lowpass, modulus, periodize
+from .bandlimited import BandLimitedBank
+from .ops import frequential_operator, modulus, real_inverse
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,11 @@ def _check_int(name: str, value, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def _times_real(z: Tensor, h: Tensor) -> Tensor:
+    """Complex z times real h, broadcast, without promoting h to complex."""
+    return torch.view_as_complex((torch.view_as_real(z) * h[..., None]).contiguous())
 
 
 class JTFS(nn.Module):
@@ -133,18 +139,35 @@ class JTFS(nn.Module):
         def buf(name: str, array) -> None:
             self.register_buffer(name, torch.as_tensor(np.asarray(array), dtype=torch.float32), persistent=False)
 
-        buf("psi1", np.stack([f.levels[0] for f in psi1]))
-        for k in range(max(len(f.levels) for f in psi2)):
-            length = self.n_padded // 2**k
-            buf(f"psi2_{k}", np.stack([f.levels[k] if k < len(f.levels) else np.zeros(length) for f in psi2]))
-        self.n_phi_levels = len(phi.levels)
-        for k, level in enumerate(phi.levels):
-            buf(f"phi_{k}", level)
-        buf("psi_fr", np.stack([f.levels[0] for f in psi_fr]))
-        for k, level in enumerate(phi_F.levels):
-            buf(f"phi_fr_{k}", level)
+        # Temporal filters are applied on their frequency support only; the
+        # frequential ones act on a short axis and stay dense.
+        self.bank = BandLimitedBank()
+        for g, (k1, start, end) in enumerate(self.groups):
+            self.bank.add(f"psi1_{g}", np.stack([f.levels[0] for f in psi1[start:end]]), 2**k1)
+            self.bank.add(f"phi_{k1}", phi.levels[k1], 2 ** (self.log2_T - k1))
+        for n2 in sorted({p.n2 for p in self.paths}):
+            j2 = self.j2[n2]
+            for k1 in sorted({k for k, j in zip(self.k1, self.j1) if j < j2}):
+                self.bank.add(f"psi2_{n2}_{k1}", psi2[n2].levels[k1], 2 ** self._k2(j2, k1))
+            if self.average == "local" and f"phi_{j2}" not in self.bank:
+                self.bank.add(f"phi_{j2}", phi.levels[j2], 2 ** (self.log2_T - j2))
+        # Across log-frequency the axis is short (tens of bins), so each
+        # frequential operator (zero-pad, filter, subsample) is one matrix.
+        n_in = len(psi1)
+        for n_fr, f in enumerate(psi_fr):
+            w = frequential_operator(self.n_fr_padded, n_in, f.levels[0], 2 ** self.k_fr[n_fr])
+            buf(f"psi_fr_{n_fr}", np.stack([w.real, w.imag], axis=-1))
+        if self.average_fr == "local":
+            for k in sorted(set(self.k_fr)):
+                n = self.n_fr_padded // 2**k
+                a = frequential_operator(n, n, phi_F.levels[k], 2 ** (self.log2_F - k))
+                buf(f"phi_fr_{k}", a.real)
         self.out_shape = self._out_shape()
         log.debug("JTFS N=%d padded=%d n_fr_padded=%d paths=%d", self.N, self.n_padded, self.n_fr_padded, self.n_paths)
+
+    def _k2(self, j2: int, k1: int) -> int:
+        """Second-order subsampling after first-order resolution k1: to j2, capped by the averaging."""
+        return min(j2 - k1, self.log2_T) if self.average == "local" else j2 - k1
 
     @staticmethod
     def _contiguous_groups(k1: Sequence[int]) -> List[Tuple[int, int, int]]:
@@ -172,16 +195,17 @@ class JTFS(nn.Module):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.is_complex() or not x.is_floating_point():
             raise TypeError(f"x must be a real floating-point tensor (float32 or float64), got dtype {x.dtype}")
-        if x.dtype != self.psi1.dtype:
-            raise TypeError(f"x has dtype {x.dtype} but the filters are {self.psi1.dtype}; "
-                            f"convert the module with .to({x.dtype}) or the input with .to({self.psi1.dtype})")
+        if x.dtype != self.psi_fr_0.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the filters are {self.psi_fr_0.dtype}; "
+                            f"convert the module with .to({x.dtype}) or the input with .to({self.psi_fr_0.dtype})")
         if x.ndim < 1:
             raise ValueError("x must have at least one dimension (..., N), got a 0-d tensor")
         if x.shape[-1] != self.N:
             raise ValueError(f"x has length {x.shape[-1]} on its last axis, expected shape={self.N}")
-        if x.device != self.psi1.device:
-            raise ValueError(f"x is on {x.device} but the filters are on {self.psi1.device}; move the module with .to(device)")
-        if not bool(torch.isfinite(x).all()):
+        if x.device != self.psi_fr_0.device:
+            raise ValueError(f"x is on {x.device} but the filters are on {self.psi_fr_0.device}; move the module with .to(device)")
+        # A finite sum proves every sample finite; only overflow needs the elementwise check.
+        if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or Inf values; expected finite audio samples")
         batch_shape = tuple(x.shape[:-1])
         x = x.reshape(-1, 1, self.N)
@@ -191,13 +215,13 @@ class JTFS(nn.Module):
     # ------------------------------------------------------------ first order
     def _scalogram(self, x_padded: Tensor, n_lambda1: int) -> List[Tuple[int, int, Tensor]]:
         """U1 for the first ``n_lambda1`` wavelets, as ``(k1, start, U1)`` per resolution group."""
-        x_hat = full_spectrum(x_padded)
+        x_hat = torch.fft.rfft(x_padded)[:, None, :]
         out = []
-        for k1, start, end in self.groups:
+        for g, (k1, start, end) in enumerate(self.groups):
             end = min(end, n_lambda1)
             if start >= end:
                 break
-            y_hat = periodize(x_hat[:, None, :] * self.psi1[start:end], 2**k1)
+            y_hat = self.bank.apply(x_hat, f"psi1_{g}", slice(0, end - start))
             out.append((k1, start, modulus(torch.fft.ifft(y_hat))))
         return out
 
@@ -210,45 +234,49 @@ class JTFS(nn.Module):
         for k1, start, u1_hat in u1_hats:
             if start >= n_lambda1:
                 break
-            u1_hat = u1_hat[:, : n_lambda1 - start]
-            k2 = min(j2 - k1, self.log2_T) if self.average == "local" else j2 - k1
-            y_hat = periodize(u1_hat * getattr(self, f"psi2_{k1}")[n2], 2**k2)
+            y_hat = self.bank.apply(u1_hat[:, : n_lambda1 - start], f"psi2_{n2}_{k1}")
             parts.append(torch.fft.ifft(y_hat))
         return torch.cat(parts, dim=1)
 
+    def _frequential_filters(self, n_frs: Sequence[int], n_lambda1: int) -> Tensor:
+        """Stacked complex operators (len(n_frs) * F'', n_lambda1) of frequential filters sharing k_fr."""
+        w = torch.cat([getattr(self, f"psi_fr_{n}")[:, :n_lambda1] for n in n_frs], dim=0)
+        return torch.view_as_complex(w.contiguous())
+
     def _frequency_scattering(self, y2: Tensor, n_frs: Sequence[int], j2: int) -> Tensor:
         """Paths (n2, n_fr) for ``n_fr`` in ``n_frs`` from Y2 of one n2: (batch, len(n_frs), F', T')."""
-        y_hat = torch.fft.fft(y2, n=self.n_fr_padded, dim=1)
         outputs: Dict[int, Tensor] = {}
         by_k: Dict[int, List[int]] = {}
         for n_fr in n_frs:
             by_k.setdefault(self.k_fr[n_fr], []).append(n_fr)
-        per_path = y_hat.shape[0] * y_hat.shape[1] * y_hat.shape[2]
-        chunk = max(1, _CHUNK_ELEMENTS // per_path)
+        batch, n_lambda1, n_time = y2.shape
         for k_fr, members in by_k.items():
+            n_freq = self.n_fr_padded // 2**k_fr
+            chunk = max(1, _CHUNK_ELEMENTS // (batch * n_freq * n_time))
             for i in range(0, len(members), chunk):
                 idx = members[i : i + chunk]
-                z_hat = y_hat[:, None] * self.psi_fr[idx][None, :, :, None]
-                z = modulus(torch.fft.ifft(periodize(z_hat, 2**k_fr, dim=2), dim=2))
+                z = modulus(torch.matmul(self._frequential_filters(idx, n_lambda1), y2))
+                z = z.view(batch, len(idx), n_freq, n_time)
                 s = self._average(z, j2, [self.spin[n] for n in idx], k_fr)
                 for n, coef in zip(idx, s.unbind(1)):
                     outputs[n] = coef
         return torch.stack([outputs[n] for n in n_frs], dim=1)
 
-    def _average(self, z: Tensor, resolution: int, spins: List[int], k_fr: int) -> Tensor:
-        """Time then frequency averaging and time unpadding of moduli z: (batch, m, freq, time)."""
+    def _average(self, z: Tensor, resolution: Optional[int], spins: List[int], k_fr: int) -> Tensor:
+        """Time averaging (from resolution ``resolution``; None if already averaged), unpadding,
+        then frequency averaging of spinned paths, for moduli z: (batch, m, freq, time)."""
         if self.average == "global":
             z = z.sum(dim=-1, keepdim=True)
         else:
-            factor = 2 ** (self.log2_T - resolution)
-            z = lowpass(z, getattr(self, f"phi_{resolution}"), factor, dim=-1)
+            if resolution is not None:
+                z = real_inverse(self.bank.apply(torch.fft.rfft(z), f"phi_{resolution}"))
             z = z[..., self.ind_start[self.log2_T] : self.ind_end[self.log2_T]]
         if self.average_fr == "global":
             return z.sum(dim=-2, keepdim=True)
         if all(s == 0 for s in spins):
             return z
         # Filters batched together share k_fr = min(j_fr, log2_F): one phi_F level.
-        averaged = lowpass(z, getattr(self, f"phi_fr_{k_fr}"), 2 ** (self.log2_F - k_fr), dim=-2)
+        averaged = torch.matmul(getattr(self, f"phi_fr_{k_fr}"), z)
         if all(s != 0 for s in spins):
             return averaged
         keep = torch.tensor([s == 0 for s in spins], device=z.device).view(1, -1, 1, 1)
@@ -268,7 +296,7 @@ class JTFS(nn.Module):
         idxs = [self._check_idx(i) for i in idxs]
         x_padded, batch_shape = self._prepare(x)
         needed = max(self.paths[i].n_lambda1 for i in idxs)
-        u1_hats = [(k1, start, full_spectrum(u1)) for k1, start, u1 in self._scalogram(x_padded, needed)]
+        u1_hats = [(k1, start, torch.fft.rfft(u1)) for k1, start, u1 in self._scalogram(x_padded, needed)]
         by_n2: Dict[int, List[int]] = {}
         for i in idxs:
             by_n2.setdefault(self.paths[i].n2, []).append(self.paths[i].n_fr)
@@ -298,32 +326,16 @@ class JTFS(nn.Module):
             reference's joint output.
         """
         x_padded, batch_shape = self._prepare(x)
-        s1 = []
-        for k1, _, u1 in self._scalogram(x_padded, len(self.j1)):
-            s1.append(lowpass(u1, getattr(self, f"phi_{k1}"), 2 ** (self.log2_T - k1), dim=-1))
-        s1 = torch.cat(s1, dim=1)
-        s1_hat = full_spectrum(Fn.pad(s1, (0, 0, 0, self.n_fr_padded - s1.shape[1])), dim=1)
-        n_frs = [n for n, s in enumerate(self.spin) if s >= 0]
+        s1 = [real_inverse(self.bank.apply(torch.fft.rfft(u1), f"phi_{k1}"))
+              for k1, _, u1 in self._scalogram(x_padded, len(self.j1))]
+        s1 = torch.complex(torch.cat(s1, dim=1), torch.zeros((), dtype=x_padded.dtype, device=x_padded.device))
         out = []
-        for n_fr in n_frs:
-            k_fr = self.k_fr[n_fr]
-            z_hat = s1_hat[:, None] * self.psi_fr[n_fr][None, None, :, None]
-            z = modulus(torch.fft.ifft(periodize(z_hat, 2**k_fr, dim=2), dim=2))
-            # S1 is already at the output resolution: average over time only when global.
-            out.append(self._average_first_order(z, n_fr, k_fr))
+        for n_fr in (n for n, spin in enumerate(self.spin) if spin >= 0):
+            z = modulus(torch.matmul(self._frequential_filters([n_fr], s1.shape[1]), s1))
+            # S1 is already averaged in time: resolution None.
+            out.append(self._average(z[:, None], None, [self.spin[n_fr]], self.k_fr[n_fr]))
         out = torch.cat(out, dim=1)
         return out.reshape(batch_shape + out.shape[1:])
-
-    def _average_first_order(self, z: Tensor, n_fr: int, k_fr: int) -> Tensor:
-        if self.average == "global":
-            z = z.sum(dim=-1, keepdim=True)
-        else:
-            z = z[..., self.ind_start[self.log2_T] : self.ind_end[self.log2_T]]
-        if self.average_fr == "global":
-            return z.sum(dim=-2, keepdim=True)
-        if self.spin[n_fr] == 0:
-            return z
-        return lowpass(z, getattr(self, f"phi_fr_{k_fr}"), 2 ** (self.log2_F - k_fr), dim=-2)
 
     @property
     def n_first_order(self) -> int:
