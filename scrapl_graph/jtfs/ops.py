@@ -15,21 +15,19 @@ class _Modulus(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: Tensor) -> Tensor:
-        # hypot on the (re, im) view is several times faster than complex abs.
-        v = torch.view_as_real(z)
-        r = torch.hypot(v[..., 0], v[..., 1])
+        # A norm over the (re, im) view is much faster than complex abs.
+        r = torch.linalg.vector_norm(torch.view_as_real(z), dim=-1)
         ctx.save_for_backward(z, r)
         return r
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         z, r = ctx.saved_tensors
-        # d|z|/dz = z / |z|. Clamping |z| at sqrt(tiny) keeps the result 0 at
-        # z = 0 and keeps 1/r^2 finite, so double backward has no NaN either;
-        # it alters nothing for |z| above ~1e-19 (float32) / 1e-154 (float64).
-        scale = grad / r.clamp_min(torch.finfo(r.dtype).tiny ** 0.5)
-        v = torch.view_as_real(z)
-        return torch.complex(v[..., 0] * scale, v[..., 1] * scale)
+        # d|z|/dz = z / |z|, taken as 0 at z = 0. The inner where keeps the
+        # unused branch finite, so the double backward is 0 there, not NaN.
+        nonzero = r > 0
+        scale = torch.where(nonzero, grad / torch.where(nonzero, r, 1.0), 0.0)
+        return torch.view_as_complex(torch.view_as_real(z) * scale.unsqueeze(-1))
 
 
 def modulus(z: Tensor) -> Tensor:

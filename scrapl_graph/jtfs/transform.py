@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 # Upper bound on complex elements of one frequential-scattering batch in the
 # full tree; larger requests are split over n_fr to bound peak memory.
 _CHUNK_ELEMENTS = 2**24
+# Output rows of a frequential operator below this fraction of its peak
+# response are treated as zero (far below float64 rounding of the result).
+_ROW_TOL = 1e-13
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -154,9 +157,18 @@ class JTFS(nn.Module):
         # Across log-frequency the axis is short (tens of bins), so each
         # frequential operator (zero-pad, filter, subsample) is one matrix.
         n_in = len(psi1)
+        self._fr_support: Dict[Tuple[int, int], np.ndarray] = {}
+        self._row_cache: Dict[tuple, Tensor] = {}
         for n_fr, f in enumerate(psi_fr):
             w = frequential_operator(self.n_fr_padded, n_in, f.levels[0], 2 ** self.k_fr[n_fr])
             buf(f"psi_fr_{n_fr}", np.stack([w.real, w.imag], axis=-1))
+            # Rows reached by the first n inputs: with few lambda1 (large
+            # scales j2 see few j1 < j2... or small j2 see few), most of the
+            # zero-padded axis stays (numerically) zero and is skipped.
+            magnitude = np.abs(w)
+            peak = magnitude.max()
+            for n in sorted({p.n_lambda1 for p in self.paths} | {n_in}):
+                self._fr_support[(n_fr, n)] = np.nonzero(magnitude[:, :n].max(axis=1) > _ROW_TOL * peak)[0]
         if self.average_fr == "local":
             for k in sorted(set(self.k_fr)):
                 n = self.n_fr_padded // 2**k
@@ -238,10 +250,37 @@ class JTFS(nn.Module):
             parts.append(torch.fft.ifft(y_hat))
         return torch.cat(parts, dim=1)
 
-    def _frequential_filters(self, n_frs: Sequence[int], n_lambda1: int) -> Tensor:
-        """Stacked complex operators (len(n_frs) * F'', n_lambda1) of frequential filters sharing k_fr."""
+    def _frequential_filters(self, n_frs: Sequence[int], n_lambda1: int) -> Tuple[Tensor, Tensor]:
+        """Stacked complex operators of frequential filters sharing k_fr, restricted to their nonzero rows.
+
+        Returns:
+            ``(W, rows)``: W of shape (R, n_lambda1) and the positions ``rows``
+            of its R rows in the stacked output of ``len(n_frs) * F''`` rows.
+        """
+        device = self.psi_fr_0.device
+        key = (tuple(n_frs), n_lambda1, device)
+        if key not in self._row_cache:
+            n_freq = self.n_fr_padded // 2 ** self.k_fr[n_frs[0]]
+            rows = np.concatenate([j * n_freq + self._fr_support[(n, n_lambda1)] for j, n in enumerate(n_frs)])
+            self._row_cache[key] = torch.as_tensor(rows, dtype=torch.long, device=device)
+        rows = self._row_cache[key]
         w = torch.cat([getattr(self, f"psi_fr_{n}")[:, :n_lambda1] for n in n_frs], dim=0)
-        return torch.view_as_complex(w.contiguous())
+        return torch.view_as_complex(w.index_select(0, rows).contiguous()), rows
+
+    def _frequential_moduli(self, y: Tensor, n_frs: Sequence[int], resolution: Optional[int]) -> Tensor:
+        """|frequential filters applied to y|, averaged in time: (batch, len(n_frs), F'', T').
+
+        Args:
+            y: complex (batch, n_lambda1, time) at temporal resolution ``resolution``
+                (None: already averaged in time).
+            n_frs: frequential filters sharing one k_fr.
+        """
+        batch, n_lambda1, _ = y.shape
+        w, rows = self._frequential_filters(n_frs, n_lambda1)
+        z = self._time_average(modulus(torch.matmul(w, y)), resolution)
+        n_freq = self.n_fr_padded // 2 ** self.k_fr[n_frs[0]]
+        full = z.new_zeros(batch, len(n_frs) * n_freq, z.shape[-1]).index_copy(1, rows, z)
+        return full.view(batch, len(n_frs), n_freq, z.shape[-1])
 
     def _frequency_scattering(self, y2: Tensor, n_frs: Sequence[int], j2: int) -> Tensor:
         """Paths (n2, n_fr) for ``n_fr`` in ``n_frs`` from Y2 of one n2: (batch, len(n_frs), F', T')."""
@@ -255,27 +294,27 @@ class JTFS(nn.Module):
             chunk = max(1, _CHUNK_ELEMENTS // (batch * n_freq * n_time))
             for i in range(0, len(members), chunk):
                 idx = members[i : i + chunk]
-                z = modulus(torch.matmul(self._frequential_filters(idx, n_lambda1), y2))
-                z = z.view(batch, len(idx), n_freq, n_time)
-                s = self._average(z, j2, [self.spin[n] for n in idx], k_fr)
+                z = self._frequential_moduli(y2, idx, j2)
+                s = self._frequency_average(z, [self.spin[n] for n in idx], k_fr)
                 for n, coef in zip(idx, s.unbind(1)):
                     outputs[n] = coef
         return torch.stack([outputs[n] for n in n_frs], dim=1)
 
-    def _average(self, z: Tensor, resolution: Optional[int], spins: List[int], k_fr: int) -> Tensor:
-        """Time averaging (from resolution ``resolution``; None if already averaged), unpadding,
-        then frequency averaging of spinned paths, for moduli z: (batch, m, freq, time)."""
+    def _time_average(self, z: Tensor, resolution: Optional[int]) -> Tensor:
+        """Average moduli over time (from resolution 2^resolution; None: already averaged) and unpad."""
         if self.average == "global":
-            z = z.sum(dim=-1, keepdim=True)
-        else:
-            if resolution is not None:
-                z = real_inverse(self.bank.apply(torch.fft.rfft(z), f"phi_{resolution}"))
-            z = z[..., self.ind_start[self.log2_T] : self.ind_end[self.log2_T]]
+            return z.sum(dim=-1, keepdim=True)
+        if resolution is not None:
+            z = real_inverse(self.bank.apply(torch.fft.rfft(z), f"phi_{resolution}"))
+        return z[..., self.ind_start[self.log2_T] : self.ind_end[self.log2_T]]
+
+    def _frequency_average(self, z: Tensor, spins: List[int], k_fr: int) -> Tensor:
+        """Average spinned paths across log-frequency; z is (batch, m, freq, time) with a common k_fr."""
         if self.average_fr == "global":
             return z.sum(dim=-2, keepdim=True)
         if all(s == 0 for s in spins):
             return z
-        # Filters batched together share k_fr = min(j_fr, log2_F): one phi_F level.
+        # k_fr = min(j_fr, log2_F) is the current frequential resolution: one phi_F level.
         averaged = torch.matmul(getattr(self, f"phi_fr_{k_fr}"), z)
         if all(s != 0 for s in spins):
             return averaged
@@ -283,8 +322,39 @@ class JTFS(nn.Module):
         return torch.where(keep, z, averaged)
 
     # ---------------------------------------------------------------- public
+    def scalogram_spectra(self, x: Tensor, n_lambda1: Optional[int] = None) -> Tuple[List[Tuple[int, int, Tensor]], Tuple[int, ...]]:
+        """First-order scalogram U1 of x, as half spectra ready for the second order.
+
+        Args:
+            x: real signal (..., N).
+            n_lambda1: compute only the first n_lambda1 wavelets (default: all).
+
+        Returns:
+            ``([(k1, start, rfft(U1)), ...], batch_shape)``, one entry per
+            first-order resolution 2^k1; pass it to :meth:`paths_from_spectra`.
+        """
+        x_padded, batch_shape = self._prepare(x)
+        n_lambda1 = len(self.j1) if n_lambda1 is None else n_lambda1
+        spectra = [(k1, start, torch.fft.rfft(u1)) for k1, start, u1 in self._scalogram(x_padded, n_lambda1)]
+        return spectra, batch_shape
+
+    def paths_from_spectra(self, spectra: List[Tuple[int, int, Tensor]], idxs: Sequence[int]) -> Tensor:
+        """Second-order paths ``idxs`` from :meth:`scalogram_spectra`: (batch, len(idxs), F', T')."""
+        by_n2: Dict[int, List[int]] = {}
+        for i in idxs:
+            by_n2.setdefault(self.paths[i].n2, []).append(self.paths[i].n_fr)
+        coefs: Dict[Tuple[int, int], Tensor] = {}
+        for n2, n_frs in by_n2.items():
+            y2 = self._time_scattering(spectra, n2)
+            s = self._frequency_scattering(y2, n_frs, self.j2[n2])
+            for n_fr, coef in zip(n_frs, s.unbind(1)):
+                coefs[(n2, n_fr)] = coef
+        return torch.stack([coefs[self.keys[i]] for i in idxs], dim=1)
+
     def paths_coefficients(self, x: Tensor, idxs: Sequence[int]) -> Tensor:
         """Several second-order paths sharing one first-order scalogram.
+
+        Only the lambda1 with j1 < j2 for some requested path are computed.
 
         Args:
             x: real signal of shape (..., N).
@@ -292,21 +362,15 @@ class JTFS(nn.Module):
 
         Returns:
             Tensor of shape (..., len(idxs), F', T').
+
+        Raises:
+            TypeError, ValueError: on a bad signal or path index.
         """
-        idxs = [self._check_idx(i) for i in idxs]
-        x_padded, batch_shape = self._prepare(x)
-        needed = max(self.paths[i].n_lambda1 for i in idxs)
-        u1_hats = [(k1, start, torch.fft.rfft(u1)) for k1, start, u1 in self._scalogram(x_padded, needed)]
-        by_n2: Dict[int, List[int]] = {}
-        for i in idxs:
-            by_n2.setdefault(self.paths[i].n2, []).append(self.paths[i].n_fr)
-        coefs: Dict[Tuple[int, int], Tensor] = {}
-        for n2, n_frs in by_n2.items():
-            y2 = self._time_scattering(u1_hats, n2)
-            s = self._frequency_scattering(y2, n_frs, self.j2[n2])
-            for n_fr, coef in zip(n_frs, s.unbind(1)):
-                coefs[(n2, n_fr)] = coef
-        out = torch.stack([coefs[self.keys[i]] for i in idxs], dim=1)
+        idxs = [self.check_idx(i) for i in idxs]
+        if not idxs:
+            raise ValueError("idxs must name at least one path")
+        spectra, batch_shape = self.scalogram_spectra(x, max(self.paths[i].n_lambda1 for i in idxs))
+        out = self.paths_from_spectra(spectra, idxs)
         return out.reshape(batch_shape + out.shape[1:])
 
     def path(self, x: Tensor, idx: int) -> Tensor:
@@ -331,9 +395,9 @@ class JTFS(nn.Module):
         s1 = torch.complex(torch.cat(s1, dim=1), torch.zeros((), dtype=x_padded.dtype, device=x_padded.device))
         out = []
         for n_fr in (n for n, spin in enumerate(self.spin) if spin >= 0):
-            z = modulus(torch.matmul(self._frequential_filters([n_fr], s1.shape[1]), s1))
             # S1 is already averaged in time: resolution None.
-            out.append(self._average(z[:, None], None, [self.spin[n_fr]], self.k_fr[n_fr]))
+            z = self._frequential_moduli(s1, [n_fr], None)
+            out.append(self._frequency_average(z, [self.spin[n_fr]], self.k_fr[n_fr]))
         out = torch.cat(out, dim=1)
         return out.reshape(batch_shape + out.shape[1:])
 
@@ -341,7 +405,8 @@ class JTFS(nn.Module):
     def n_first_order(self) -> int:
         return sum(1 for s in self.spin if s >= 0)
 
-    def _check_idx(self, idx) -> int:
+    def check_idx(self, idx) -> int:
+        """Validate a path index (int or 1-element tensor) and return it as an int."""
         if isinstance(idx, Tensor) and idx.numel() == 1:
             idx = idx.item()
         if isinstance(idx, bool) or not isinstance(idx, numbers.Integral):

@@ -1,0 +1,120 @@
+"""Full-tree JTFS loss: the mean over all paths of the per-path distance."""
+from __future__ import annotations
+
+import logging
+from typing import List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..jtfs import JTFS
+from .distance import check_pair, path_distance
+
+log = logging.getLogger(__name__)
+
+
+class JTFSLoss(nn.Module):
+    """Joint time-frequency scattering distance over the whole path set.
+
+    ``L(x, y) = mean_b mean_p || rho(S_p y_b) - rho(S_p x_b) ||_p``
+
+    With uniform path sampling, SCRAPL's single-path loss has this loss as
+    its expectation, and its gradient as the expected gradient.
+
+    Memory stays bounded: the first-order scalogram is shared, and the paths
+    are evaluated in chunks whose gradients (with respect to the scalogram)
+    are taken one chunk at a time during the forward pass; ``backward`` then
+    only runs through the first order. Second derivatives of this loss are
+    not available.
+
+    Args:
+        shape: signal length N.
+        J, Q1, Q2, J_fr, Q_fr, T, F: the JTFS (see :class:`scrapl_graph.JTFS`).
+        p: order of the per-path norm.
+        use_rho_log1p: compare ``log1p(S / log1p_eps)`` instead of S.
+        log1p_eps: the epsilon of the log compression.
+        first_order: add the first-order JTFS paths to the path set.
+        chunk_elements: complex elements of the largest intermediate of one
+            chunk; smaller means less memory and more, smaller batches.
+    """
+
+    def __init__(self, shape: int, J: int = 12, Q1: int = 8, Q2: int = 2, J_fr: int = 3, Q_fr: int = 2,
+                 T=None, F=None, p: float = 2.0, use_rho_log1p: bool = False, log1p_eps: float = 1e-3,
+                 first_order: bool = False, chunk_elements: int = 2**24):
+        super().__init__()
+        self.jtfs = JTFS(shape, J, Q1, Q2, J_fr, Q_fr, T=T, F=F)
+        self.p = float(p)
+        self.log1p_eps = float(log1p_eps) if use_rho_log1p else None
+        self.first_order = bool(first_order)
+        self.chunk_elements = int(chunk_elements)
+
+    def path_chunks(self, batch: int) -> List[List[int]]:
+        """Path indices grouped by n2 and split so that each chunk stays under ``chunk_elements``."""
+        chunks: List[List[int]] = []
+        n_fr_padded = self.jtfs.n_fr_padded
+        for n2 in sorted({p.n2 for p in self.jtfs.paths}):
+            members = [p.idx for p in self.jtfs.paths if p.n2 == n2]
+            n_time = self.jtfs.n_padded // 2 ** self.jtfs.j2[n2]
+            size = max(1, self.chunk_elements // (batch * n_fr_padded * n_time))
+            chunks.extend(members[i : i + size] for i in range(0, len(members), size))
+        return chunks
+
+    def forward(self, x: Tensor, x_target: Tensor) -> Tensor:
+        """Loss between estimate ``x`` and target ``x_target``, both (batch, channels, samples)."""
+        batch, n = check_pair(x, x_target)
+        x = x.reshape(batch, n)
+        x_target = x_target.reshape(batch, n)
+        with torch.no_grad():
+            target_spectra, _ = self.jtfs.scalogram_spectra(x_target)
+        spectra, _ = self.jtfs.scalogram_spectra(x)
+        meta = [(k1, start) for k1, start, _ in spectra]
+        chunks = self.path_chunks(batch)
+        n_terms = sum(len(c) for c in chunks)
+
+        def chunk_loss(idxs: Sequence[int], u1_hats: Sequence[Tensor]) -> Tensor:
+            S = self.jtfs.paths_from_spectra([(k, s, u) for (k, s), u in zip(meta, u1_hats)], idxs)
+            with torch.no_grad():
+                S_target = self.jtfs.paths_from_spectra(target_spectra, idxs)
+            return path_distance(S, S_target, self.p, self.log1p_eps).sum() / (batch * n_terms)
+
+        tensors = [s for _, _, s in spectra]
+        if torch.is_grad_enabled() and x.requires_grad:
+            loss = _EagerChunkedLoss.apply(chunk_loss, chunks, *tensors)
+        else:
+            loss = sum(chunk_loss(idxs, tensors) for idxs in chunks)
+        if self.first_order:
+            S1 = self.jtfs.first_order(x)
+            with torch.no_grad():
+                S1_target = self.jtfs.first_order(x_target)
+            first = path_distance(S1, S1_target, self.p, self.log1p_eps).mean(dim=0).sum()
+            loss = (loss * n_terms + first) / (n_terms + S1.shape[1])
+        return loss
+
+
+class _EagerChunkedLoss(torch.autograd.Function):
+    """Sum of chunk losses whose gradients are taken chunk by chunk during the forward pass.
+
+    Each chunk's graph is built, differentiated with respect to the shared
+    first-order spectra and freed before the next one: the peak memory is one
+    chunk's graph and nothing is recomputed. The backward pass scales the
+    accumulated gradients. Second derivatives are not available.
+    """
+
+    @staticmethod
+    def forward(ctx, chunk_loss, chunks, *tensors):
+        inputs = [t.detach().requires_grad_() for t in tensors]
+        grads = [torch.zeros_like(t) for t in tensors]
+        total = tensors[0].real.new_zeros(())
+        with torch.enable_grad():
+            for idxs in chunks:
+                value = chunk_loss(idxs, inputs)
+                for g, d in zip(grads, torch.autograd.grad(value, inputs, allow_unused=True)):
+                    if d is not None:
+                        g.add_(d)
+                total = total + value.detach()
+        ctx.save_for_backward(*grads)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return (None, None) + tuple(g * grad_output for g in ctx.saved_tensors)
