@@ -1,0 +1,238 @@
+"""Side-by-side timings of JTFS losses: ours, auraloss MSS, and the reference package when importable.
+
+Every number comes from one process and one machine. A "step" is a forward
+and backward pass of a loss with the estimate requiring grad and the target
+not. Single-path times are medians over a sample of paths, ours and the
+reference's interleaved path by path so that machine noise hits both alike.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import platform
+import statistics
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from .jtfs import JTFS
+from .losses import JTFSLoss, path_distance
+
+log = logging.getLogger(__name__)
+
+PAPER_CONFIG = dict(J=12, Q1=8, Q2=2, J_fr=3, Q_fr=2)
+
+
+@dataclass
+class Row:
+    name: str
+    ms: float
+    peak_mb: Optional[float] = None
+    note: str = ""
+
+
+@dataclass
+class BenchResult:
+    machine: str
+    rows: List[Row] = field(default_factory=list)
+
+    def table(self) -> str:
+        lines = [self.machine, "", f"{'step (forward + backward)':<44} {'time (ms)':>12} {'peak (MB)':>10}  note"]
+        for r in self.rows:
+            peak = "" if r.peak_mb is None else f"{r.peak_mb:.0f}"
+            lines.append(f"{r.name:<44} {r.ms:>12.1f} {peak:>10}  {r.note}")
+        return "\n".join(lines)
+
+    def get(self, name: str) -> Optional[Row]:
+        return next((r for r in self.rows if r.name == name), None)
+
+
+def machine_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        hw = torch.cuda.get_device_name(device)
+    else:
+        hw = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    return f"machine: {hw}; torch {torch.__version__}; device {device}"
+
+
+class PeakMemory:
+    """Peak memory of a block above its starting point: CUDA allocator stats, or sampled RSS on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak_bytes = 0
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    @contextmanager
+    def measure(self):
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+            yield self
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - base
+            return
+        if not os.path.exists("/proc/self/statm"):
+            yield self
+            return
+        base = self._rss()
+        peak = [base]
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], self._rss())
+                done.wait(0.002)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            done.set()
+            thread.join()
+            self.peak_bytes = max(peak[0], self._rss()) - base
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_step(step: Callable[[], None], device: torch.device, repeats: int = 3) -> float:
+    """Best of ``repeats`` timings of ``step`` in seconds, after one warm-up call."""
+    step()
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _reference_module():
+    """The reference package, or None when it is not installed."""
+    try:
+        logging.getLogger("scrapl").setLevel(logging.WARNING)
+        import scrapl  # noqa: F401
+
+        return scrapl
+    except Exception:  # pragma: no cover - depends on the environment
+        return None
+
+
+def run(batch: int = 4, n: int = 32768, device: str = "cpu", path_stride: int = 7, repeats: int = 2,
+        full_tree: bool = True, reference: bool = True, reference_full_tree: bool = False,
+        seed: int = 0) -> BenchResult:
+    """Time the losses side by side and return the table.
+
+    Args:
+        batch, n: signals of shape (batch, 1, n).
+        device: 'cpu' or 'cuda'.
+        path_stride: time every path_stride-th path for the single-path median.
+        repeats: timings per path (the best is kept).
+        full_tree: also time the full-tree JTFS loss (tens of seconds on a CPU).
+        reference: time the reference package's single path when importable.
+        reference_full_tree: also time the reference's full JTFS (minutes and
+            about 17 GB on a CPU).
+    """
+    dev = torch.device(device)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 1, n, generator=gen).to(dev).requires_grad_()
+    y = torch.randn(batch, 1, n, generator=gen).to(dev)
+    result = BenchResult(machine_description(dev) + f"; batch {batch}, N={n}, J=12, Q1=8, Q2=2, J_fr=3, Q_fr=2")
+    memory = PeakMemory(dev)
+
+    import auraloss
+
+    mss = auraloss.freq.MultiResolutionSTFTLoss(
+        fft_sizes=[64, 128, 256, 512, 1024, 2048], hop_sizes=[16, 32, 64, 128, 256, 512],
+        win_lengths=[64, 128, 256, 512, 1024, 2048]).to(dev)
+
+    def mss_step():
+        x.grad = None
+        mss(x, y).backward()
+
+    with memory.measure():
+        mss_ms = 1000 * time_step(mss_step, dev, repeats=5)
+    result.rows.append(Row("auraloss MSS (6 resolutions, 64..2048)", mss_ms, memory.peak_bytes / 2**20))
+
+    jtfs = JTFS(n, **PAPER_CONFIG).to(dev)
+    idxs = list(range(0, jtfs.n_paths, max(1, path_stride)))
+
+    def ours_step(idx):
+        x.grad = None
+        with torch.no_grad():
+            S_target = jtfs.path(y[:, 0], idx)
+        path_distance(jtfs.path(x[:, 0], idx), S_target).mean().backward()
+
+    scrapl = _reference_module() if reference else None
+    ref_loss = None
+    if scrapl is not None:
+        ref_loss = scrapl.SCRAPLLoss(shape=n, **PAPER_CONFIG, use_p_adam=False, use_p_saga=False, grad_mult=1.0).to(dev)
+        if ref_loss.n_paths != jtfs.n_paths:
+            raise RuntimeError(f"path sets differ: reference {ref_loss.n_paths}, ours {jtfs.n_paths}")
+
+    def ref_step(idx):
+        x.grad = None
+        ref_loss(x, y, path_idx=idx).backward()
+
+    ours, ref, peaks = [], [], []
+    for idx in idxs:
+        with memory.measure():
+            ours.append(time_step(lambda: ours_step(idx), dev, repeats))
+        peaks.append(memory.peak_bytes)
+        if ref_loss is not None:
+            ref.append(time_step(lambda: ref_step(idx), dev, repeats))
+    note = f"median over {len(idxs)} of {jtfs.n_paths} paths, peak = worst path"
+    ours_ms = 1000 * statistics.median(ours)
+    result.rows.append(Row("ours: single path (SCRAPL step)", ours_ms, max(peaks) / 2**20,
+                           f"{note}; {ours_ms / mss_ms:.1f}x MSS"))
+    if ref:
+        ref_ms = 1000 * statistics.median(ref)
+        result.rows.append(Row("reference scrapl-loss 0.1.0: single path", ref_ms, None,
+                               f"{note}; ours is {ref_ms / ours_ms:.2f}x faster"))
+
+    if full_tree:
+        loss = JTFSLoss(n, **PAPER_CONFIG).to(dev)
+
+        def full_step():
+            x.grad = None
+            loss(x, y).backward()
+
+        with memory.measure():
+            full_ms = 1000 * time_step(full_step, dev, repeats=1)
+        result.rows.append(Row("ours: full-tree JTFS loss", full_ms, memory.peak_bytes / 2**20,
+                               f"{full_ms / mss_ms:.0f}x MSS"))
+        if scrapl is not None and reference_full_tree:
+            from kymatio.scattering1d.frontend.torch_frontend import TimeFrequencyScatteringTorch
+
+            ref_jtfs = TimeFrequencyScatteringTorch(shape=(n,), J=12, Q=(8, 2), J_fr=3, Q_fr=2, format="joint").to(dev)
+
+            def ref_full_step():
+                x.grad = None
+                with torch.no_grad():
+                    S_target = ref_jtfs(y)
+                path_distance(ref_jtfs(x), S_target).mean().backward()
+
+            with memory.measure():
+                start = time.perf_counter()
+                ref_full_step()
+                _sync(dev)
+                ref_full_ms = 1000 * (time.perf_counter() - start)
+            result.rows.append(Row("reference: full JTFS (kymatio joint)", ref_full_ms, memory.peak_bytes / 2**20,
+                                   f"ours is {ref_full_ms / full_ms:.1f}x faster"))
+    return result
