@@ -1,6 +1,6 @@
 """scrapl-graph: SCRAPL scattering losses and differentiable processors for GRAFX graphs."""
 from .jtfs import JTFS, PathInfo
-from .losses import JTFSLoss
+from .losses import JTFSLoss, SCRAPLLoss
 
 __version__ = "0.1.0"
-__all__ = ["JTFS", "JTFSLoss", "PathInfo", "__version__"]
+__all__ = ["JTFS", "JTFSLoss", "PathInfo", "SCRAPLLoss", "__version__"]

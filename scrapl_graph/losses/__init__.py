@@ -1,5 +1,6 @@
-"""Losses: the full-tree JTFS loss and the per-path distance they share."""
+"""Losses: SCRAPL, the full-tree JTFS loss, and the per-path distance they share."""
 from .distance import path_distance
 from .jtfs_loss import JTFSLoss
+from .scrapl_loss import SCRAPLLoss
 
-__all__ = ["JTFSLoss", "path_distance"]
+__all__ = ["JTFSLoss", "SCRAPLLoss", "path_distance"]
