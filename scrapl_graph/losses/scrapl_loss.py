@@ -15,12 +15,13 @@ from torch import Tensor, nn
 from ..jtfs import JTFS
 from ..pathwise import PathwiseState
 from ..sampling import PathSampler, check_probs, load_probs_file, synchronize_path
+from ..warmup import WarmupMixin
 from .distance import check_pair, path_distance
 
 log = logging.getLogger(__name__)
 
 
-class SCRAPLLoss(nn.Module):
+class SCRAPLLoss(WarmupMixin, nn.Module):
     """Scattering Transform with Random Paths for Machine Learning (SCRAPL) for the JTFS.
 
     Each call draws a path p of the JTFS (by default uniformly) and returns
@@ -125,6 +126,7 @@ class SCRAPLLoss(nn.Module):
 
         self.sampler = PathSampler(self.n_paths, sample_all_paths_first)
         self.loaded_probs_path: Optional[str] = None
+        self._init_theta_is()
         if probs_path is not None:
             self.load_probs(probs_path)
         self.curr_path_idx: Optional[int] = None
@@ -311,6 +313,7 @@ class SCRAPLLoss(nn.Module):
         self._detach_hooks()
         self.attached_params, self._states = [], []
         self._target = None
+        self._clear_theta_is()
         log.info("Cleared state")
 
     def get_extra_state(self) -> dict:
@@ -322,6 +325,7 @@ class SCRAPLLoss(nn.Module):
             "loaded_probs_path": self.loaded_probs_path,
             "sampler": self.sampler.state_dict(),
             "pathwise": [s.state_dict() for s in self._states],
+            "theta_is": self._theta_is_state(),
         })
 
     def set_extra_state(self, state: dict) -> None:
@@ -337,6 +341,7 @@ class SCRAPLLoss(nn.Module):
         self.step_count = int(state["step_count"])
         self.curr_path_idx = state["curr_path_idx"]
         self.loaded_probs_path = state["loaded_probs_path"]
+        self._load_theta_is_state(state.get("theta_is"))
         for pstate, saved, param in zip(self._states, pathwise, self.attached_params):
             pstate.load_state_dict(saved, param)
 
