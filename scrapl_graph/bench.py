@@ -16,12 +16,14 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from torch import nn
+
 from .jtfs import JTFS
-from .losses import JTFSLoss, path_distance
+from .losses import JTFSLoss, SCRAPLLoss, path_distance
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,8 @@ class BenchResult:
         lines = [self.machine, "", f"{'step (forward + backward)':<44} {'time (ms)':>12} {'peak (MB)':>10}  note"]
         for r in self.rows:
             peak = "" if r.peak_mb is None else f"{r.peak_mb:.0f}"
-            lines.append(f"{r.name:<44} {r.ms:>12.1f} {peak:>10}  {r.note}")
+            ms = "" if r.ms != r.ms else f"{r.ms:.1f}"
+            lines.append(f"{r.name:<44} {ms:>12} {peak:>10}  {r.note}")
         return "\n".join(lines)
 
     def get(self, name: str) -> Optional[Row]:
@@ -134,9 +137,66 @@ def _reference_module():
         return None
 
 
+class _Toy(nn.Module):
+    """The reference README's toy autoencoder shape: Linear(n, h) -> PReLU -> Linear(h, n) -> Tanh."""
+
+    def __init__(self, n: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n, hidden), nn.PReLU(), nn.Linear(hidden, n), nn.Tanh())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def pathwise_overhead(n: int, batch: int, dev: torch.device, idxs: List[int], repeats: int, seed: int):
+    """Median step time with a model attached, P-Adam/P-SAGA off then on (same paths, same model)."""
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(batch, 1, n, generator=gen).to(dev)
+    y = torch.randn(batch, 1, n, generator=gen).to(dev)
+    times = {}
+    for on in (False, True):
+        torch.manual_seed(seed)
+        model = _Toy(n, 9).to(dev)
+        loss = SCRAPLLoss(n, **PAPER_CONFIG, use_p_adam=on, use_p_saga=on, grad_mult=1e8 if on else 1.0,
+                          cache_target=False)
+        loss.attach_params(model.parameters())
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+
+        def step(idx):
+            opt.zero_grad()
+            loss(model(x0), y, path_idx=idx).backward()
+            opt.step()
+
+        times[on] = 1000 * statistics.median(time_step(lambda: step(idx), dev, repeats) for idx in idxs)
+    return times[False], times[True], sum(p.numel() for p in model.parameters())
+
+
+def attached_memory(n: int = 48000, hidden: int = 8, steps: int = 3, reference: bool = False,
+                    device: str = "cpu") -> Tuple[int, float]:
+    """Peak memory (MB) of attaching the reference README's toy model (816,009 weights) and taking a few steps."""
+    dev = torch.device(device)
+    memory = PeakMemory(dev)
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, n, device=dev)
+    y = torch.randn(4, 1, n, device=dev)
+    with memory.measure():
+        model = _Toy(n, hidden).to(dev)
+        if reference:
+            loss = _reference_module().SCRAPLLoss(shape=n, **PAPER_CONFIG).to(dev)
+        else:
+            loss = SCRAPLLoss(n, **PAPER_CONFIG)
+        loss.attach_params(model.parameters())
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+        for _ in range(steps):
+            opt.zero_grad()
+            loss(model(x), y).backward()
+            opt.step()
+    return sum(p.numel() for p in model.parameters()), memory.peak_bytes / 2**20
+
+
 def run(batch: int = 4, n: int = 32768, device: str = "cpu", path_stride: int = 7, repeats: int = 2,
         full_tree: bool = True, reference: bool = True, reference_full_tree: bool = False,
-        seed: int = 0) -> BenchResult:
+        memory_toy: bool = True, seed: int = 0) -> BenchResult:
     """Time the losses side by side and return the table.
 
     Args:
@@ -148,6 +208,8 @@ def run(batch: int = 4, n: int = 32768, device: str = "cpu", path_stride: int = 
         reference: time the reference package's single path when importable.
         reference_full_tree: also time the reference's full JTFS (minutes and
             about 17 GB on a CPU).
+        memory_toy: measure the memory of attaching the reference README's toy
+            model (ours, and the reference's when importable: about 3 GB).
     """
     dev = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
@@ -170,41 +232,46 @@ def run(batch: int = 4, n: int = 32768, device: str = "cpu", path_stride: int = 
         mss_ms = 1000 * time_step(mss_step, dev, repeats=5)
     result.rows.append(Row("auraloss MSS (6 resolutions, 64..2048)", mss_ms, memory.peak_bytes / 2**20))
 
-    jtfs = JTFS(n, **PAPER_CONFIG).to(dev)
-    idxs = list(range(0, jtfs.n_paths, max(1, path_stride)))
-
-    def ours_step(idx):
-        x.grad = None
-        with torch.no_grad():
-            S_target = jtfs.path(y[:, 0], idx)
-        path_distance(jtfs.path(x[:, 0], idx), S_target).mean().backward()
-
     scrapl = _reference_module() if reference else None
+    ours_loss = SCRAPLLoss(n, **PAPER_CONFIG, use_p_adam=False, use_p_saga=False, grad_mult=1.0, cache_target=False)
+    idxs = list(range(0, ours_loss.n_paths, max(1, path_stride)))
     ref_loss = None
     if scrapl is not None:
         ref_loss = scrapl.SCRAPLLoss(shape=n, **PAPER_CONFIG, use_p_adam=False, use_p_saga=False, grad_mult=1.0).to(dev)
-        if ref_loss.n_paths != jtfs.n_paths:
-            raise RuntimeError(f"path sets differ: reference {ref_loss.n_paths}, ours {jtfs.n_paths}")
+        if ref_loss.n_paths != ours_loss.n_paths:
+            raise RuntimeError(f"path sets differ: reference {ref_loss.n_paths}, ours {ours_loss.n_paths}")
 
-    def ref_step(idx):
+    def loss_step(loss, idx):
         x.grad = None
-        ref_loss(x, y, path_idx=idx).backward()
+        loss(x, y, path_idx=idx).backward()
 
     ours, ref, peaks = [], [], []
     for idx in idxs:
         with memory.measure():
-            ours.append(time_step(lambda: ours_step(idx), dev, repeats))
+            ours.append(time_step(lambda: loss_step(ours_loss, idx), dev, repeats))
         peaks.append(memory.peak_bytes)
         if ref_loss is not None:
-            ref.append(time_step(lambda: ref_step(idx), dev, repeats))
-    note = f"median over {len(idxs)} of {jtfs.n_paths} paths, peak = worst path"
+            ref.append(time_step(lambda: loss_step(ref_loss, idx), dev, repeats))
+    note = f"median over {len(idxs)} of {ours_loss.n_paths} paths"
     ours_ms = 1000 * statistics.median(ours)
-    result.rows.append(Row("ours: single path (SCRAPL step)", ours_ms, max(peaks) / 2**20,
-                           f"{note}; {ours_ms / mss_ms:.1f}x MSS"))
+    result.rows.append(Row("ours: SCRAPL step (one path)", ours_ms, max(peaks) / 2**20,
+                           f"{note}; {ours_ms / mss_ms:.2f}x MSS"))
     if ref:
         ref_ms = 1000 * statistics.median(ref)
-        result.rows.append(Row("reference scrapl-loss 0.1.0: single path", ref_ms, None,
+        result.rows.append(Row("reference scrapl-loss 0.1.0: SCRAPL step", ref_ms, None,
                                f"{note}; ours is {ref_ms / ours_ms:.2f}x faster"))
+
+    cached_loss = SCRAPLLoss(n, **PAPER_CONFIG, use_p_adam=False, use_p_saga=False, grad_mult=1.0)
+    cached = [time_step(lambda: loss_step(cached_loss, idx), dev, repeats) for idx in idxs]
+    cached_ms = 1000 * statistics.median(cached)
+    result.rows.append(Row("ours: SCRAPL step, fixed target (cached)", cached_ms, None,
+                           f"{note}; {cached_ms / mss_ms:.2f}x MSS"))
+
+    off_ms, on_ms, n_weights = pathwise_overhead(n, batch, dev, idxs, repeats, seed)
+    result.rows.append(Row(f"ours: model step, P-Adam/P-SAGA off", off_ms, None,
+                           f"{n_weights} weights attached; forward, backward, SGD"))
+    result.rows.append(Row(f"ours: model step, P-Adam/P-SAGA on", on_ms, None,
+                           f"+{100 * (on_ms / off_ms - 1):.1f}% over off"))
 
     if full_tree:
         loss = JTFSLoss(n, **PAPER_CONFIG).to(dev)
@@ -235,4 +302,12 @@ def run(batch: int = 4, n: int = 32768, device: str = "cpu", path_stride: int = 
                 ref_full_ms = 1000 * (time.perf_counter() - start)
             result.rows.append(Row("reference: full JTFS (kymatio joint)", ref_full_ms, memory.peak_bytes / 2**20,
                                    f"ours is {ref_full_ms / full_ms:.1f}x faster"))
+    if memory_toy:
+        n_weights, ours_mb = attached_memory(device=device)
+        result.rows.append(Row("ours: attach toy model + 3 steps (N=48000)", float("nan"), ours_mb,
+                               f"{n_weights} weights, 315 paths; state only for visited paths"))
+        if scrapl is not None:
+            _, ref_mb = attached_memory(device=device, reference=True)
+            result.rows.append(Row("reference: attach toy model + 3 steps", float("nan"), ref_mb,
+                                   "allocates 3 copies of every weight per path at attach"))
     return result

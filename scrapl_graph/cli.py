@@ -68,7 +68,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError("--device cuda requested but no CUDA device is available")
     result = bench.run(batch=args.batch, n=args.n, device=args.device, path_stride=args.path_stride,
                        repeats=args.repeats, full_tree=not args.no_full_tree, reference=not args.no_reference,
-                       reference_full_tree=args.reference_full_tree)
+                       reference_full_tree=args.reference_full_tree, memory_toy=not args.no_memory)
     print(result.table())
     return 0
 
@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-reference", action="store_true", help="skip the reference package even if installed")
     bench.add_argument("--reference-full-tree", action="store_true",
                        help="also time the reference's full JTFS (minutes, ~17 GB on a CPU)")
+    bench.add_argument("--no-memory", action="store_true", help="skip the attached-model memory measurement")
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -65,6 +65,29 @@ class BandLimitedBank(nn.Module):
     def __contains__(self, name: str) -> bool:
         return name in self._meta
 
+    def inverse_modulus(self, x_half: Tensor, name: str, rows: Sequence[int] | slice | None = None) -> Tensor:
+        """The complex signals ``ifft(apply(...))`` up to a unit phase factor ``exp(2i pi a t / m)``.
+
+        For callers that take the modulus next: when the kept bins form one
+        run ``[a, b)``, the run is transformed as if it started at bin 0, which
+        spares placing it in a zero spectrum (the modulus removes the phase).
+        """
+        n, m, runs = self._meta[name]
+        if runs is None or len(runs) != 1:
+            return torch.fft.ifft(self.apply(x_half, name, rows))
+        return torch.fft.ifft(self._product(x_half, name, rows), n=m)
+
+    def _product(self, x_half: Tensor, name: str, rows) -> Tensor:
+        n = self._meta[name][0]
+        idx = getattr(self, f"{name}_idx")
+        val = getattr(self, f"{name}_val")
+        if rows is not None:
+            val = val[rows]
+        if x_half.shape[-1] != n // 2 + 1:
+            raise RuntimeError(f"internal: half spectrum of length {x_half.shape[-1]} for filters of length {n}")
+        selected = torch.view_as_real(x_half.index_select(-1, idx))
+        return torch.view_as_complex((selected * val).contiguous())
+
     def apply(self, x_half: Tensor, name: str, rows: Sequence[int] | slice | None = None) -> Tensor:
         """Filter real signals given by ``x_half`` and subsample: complex spectra (..., n_filters, n // factor).
 
@@ -76,16 +99,9 @@ class BandLimitedBank(nn.Module):
             rows: subset of the entry's filters (default: all).
         """
         n, m, runs = self._meta[name]
-        idx = getattr(self, f"{name}_idx")
-        pos = getattr(self, f"{name}_pos")
-        val = getattr(self, f"{name}_val")
-        if rows is not None:
-            val = val[rows]
-        if x_half.shape[-1] != n // 2 + 1:
-            raise RuntimeError(f"internal: half spectrum of length {x_half.shape[-1]} for filters of length {n}")
-        selected = torch.view_as_real(x_half.index_select(-1, idx))
-        product = torch.view_as_complex((selected * val).contiguous())
+        product = self._product(x_half, name, rows)
         if runs is None:
+            pos = getattr(self, f"{name}_pos")
             out_shape = product.shape[:-1] + (m,)
             return torch.zeros(out_shape, dtype=product.dtype, device=product.device).index_add(-1, pos, product)
         pieces, cursor, offset = [], 0, 0

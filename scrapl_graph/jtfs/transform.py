@@ -233,8 +233,8 @@ class JTFS(nn.Module):
             end = min(end, n_lambda1)
             if start >= end:
                 break
-            y_hat = self.bank.apply(x_hat, f"psi1_{g}", slice(0, end - start))
-            out.append((k1, start, modulus(torch.fft.ifft(y_hat))))
+            y = self.bank.inverse_modulus(x_hat, f"psi1_{g}", slice(0, end - start))
+            out.append((k1, start, modulus(y)))
         return out
 
     # ----------------------------------------------------------- second order

@@ -36,7 +36,6 @@ LOSSES: Dict[str, Callable[..., nn.Module]] = {
     "mss": _mss_paper,
     "multi_resolution_stft": _auraloss("freq", "MultiResolutionSTFTLoss"),
     "stft": _auraloss("freq", "STFTLoss"),
-    "mel_stft": _auraloss("freq", "MelSTFTLoss"),
     "random_resolution_stft": _auraloss("freq", "RandomResolutionSTFTLoss"),
     "sum_and_difference_stft": _auraloss("freq", "SumAndDifferenceSTFTLoss"),
     "si_sdr": _auraloss("time", "SISDRLoss"),
