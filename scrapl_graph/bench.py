@@ -16,13 +16,12 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
 from torch import nn
 
-from .jtfs import JTFS
 from .losses import JTFSLoss, SCRAPLLoss, path_distance
 
 log = logging.getLogger(__name__)
@@ -268,9 +267,9 @@ def run(batch: int = 4, n: int = 32768, device: str = "cpu", path_stride: int = 
                            f"{note}; {cached_ms / mss_ms:.2f}x MSS"))
 
     off_ms, on_ms, n_weights = pathwise_overhead(n, batch, dev, idxs, repeats, seed)
-    result.rows.append(Row(f"ours: model step, P-Adam/P-SAGA off", off_ms, None,
+    result.rows.append(Row("ours: model step, P-Adam/P-SAGA off", off_ms, None,
                            f"{n_weights} weights attached; forward, backward, SGD"))
-    result.rows.append(Row(f"ours: model step, P-Adam/P-SAGA on", on_ms, None,
+    result.rows.append(Row("ours: model step, P-Adam/P-SAGA on", on_ms, None,
                            f"+{100 * (on_ms / off_ms - 1):.1f}% over off"))
 
     if full_tree:

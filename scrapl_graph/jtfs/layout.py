@@ -5,10 +5,9 @@ transform itself lives in :mod:`scrapl_graph.jtfs.transform`.
 """
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
 

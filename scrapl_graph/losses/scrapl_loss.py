@@ -4,10 +4,9 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import math
 import numbers
 import weakref
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn

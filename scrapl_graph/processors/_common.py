@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 LN2 = math.log(2.0)
 INPUT_MODES = ("add", "ignore")
@@ -305,3 +305,58 @@ class RandomSource:
 def uniform(gen: torch.Generator, shape: Sequence[int]) -> Tensor:
     """Uniform draws in ``[0, 1)`` from ``gen`` in float64 (CPU)."""
     return torch.rand(tuple(shape), generator=gen, dtype=torch.float64)
+
+
+class RangedSynth(nn.Module):
+    """Base of the synths: scalar parameters, each mapped to its :class:`ParamRange`.
+
+    Subclasses fill ``self.ranges`` (name -> range, in parameter order) in
+    their constructor; ``parameter_size``, ``physical`` and ``unconstrained``
+    follow from it.
+
+    Args:
+        sample_rate (float): in Hz.
+        num_samples (int): output length.
+        input_mode (str): ``"add"`` the synth to its input signal or ``"ignore"`` it.
+        seed, generator, deterministic: see :class:`RandomSource`.
+    """
+
+    def __init__(self, sample_rate: float, num_samples: int, input_mode: str = "add", seed: Optional[int] = None,
+                 generator: Optional[torch.Generator] = None, deterministic: bool = False):
+        super().__init__()
+        self.sample_rate = check_positive_float(sample_rate, "sample_rate")
+        self.num_samples = check_positive_int(num_samples, "num_samples")
+        self.input_mode = check_input_mode(input_mode)
+        self.random = RandomSource(seed=seed, generator=generator, deterministic=deterministic)
+        self.ranges: Dict[str, ParamRange] = {}
+
+    def parameter_size(self) -> Dict[str, tuple]:
+        """Shapes of the parameters, without the node axis: one scalar each."""
+        return {name: (1,) for name in self.ranges}
+
+    def _by_name(self, args: tuple, kwargs: dict) -> dict:
+        if len(args) > len(self.ranges):
+            raise TypeError(f"expected at most {len(self.ranges)} positional parameters {list(self.ranges)}")
+        named = dict(zip(self.ranges, args))
+        twice = set(named) & set(kwargs)
+        if twice:
+            raise TypeError(f"parameter(s) {sorted(twice)} given twice")
+        named.update(kwargs)
+        unknown = set(named) - set(self.ranges)
+        if unknown:
+            raise TypeError(f"unknown parameter(s) {sorted(unknown)}; expected {list(self.ranges)}")
+        return named
+
+    def physical(self, *args: Tensor, **kwargs: Tensor) -> Dict[str, Tensor]:
+        """Map unconstrained parameters (any subset, positional in parameter order or by name) to physical values."""
+        return {name: self.ranges[name].to_physical(z) for name, z in self._by_name(args, kwargs).items()}
+
+    def unconstrained(self, *args, **kwargs) -> Dict[str, Tensor]:
+        """Inverse of :meth:`physical`: ``(nodes, 1)`` tensors giving these physical values.
+
+        Raises:
+            TypeError: for unknown names. ValueError: for out-of-range values.
+        """
+        dtype = torch.get_default_dtype()
+        return {name: self.ranges[name].to_unconstrained(torch.as_tensor(v, dtype=dtype)).reshape(-1, 1)
+                for name, v in self._by_name(args, kwargs).items()}

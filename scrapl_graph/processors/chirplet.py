@@ -6,12 +6,11 @@ import math
 from typing import Dict, Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ._common import (
+    RangedSynth,
     ParamRange,
-    RandomSource,
-    check_input_mode,
     check_input_signals,
     check_positive_float,
     check_positive_int,
@@ -32,7 +31,7 @@ CHIRPLET_PRESETS: Dict[str, Dict[str, tuple]] = {
 }
 
 
-class ChirpletSynth(nn.Module):
+class ChirpletSynth(RangedSynth):
     r"""Gaussian-windowed exponential chirp with amplitude modulation.
 
     With ``t`` in seconds measured from the middle sample of the output and
@@ -111,16 +110,14 @@ class ChirpletSynth(nn.Module):
         generator: Optional[torch.Generator] = None,
         deterministic: bool = False,
     ):
-        super().__init__()
-        self.sample_rate = check_positive_float(sample_rate, "sample_rate")
-        self.num_samples = check_positive_int(num_samples, "num_samples")
+        super().__init__(sample_rate, num_samples, input_mode, seed, generator, deterministic)
         self.f0_hz = check_positive_float(f0_hz, "f0_hz")
         if self.f0_hz >= self.sample_rate / 2:
             raise ValueError(f"f0_hz={self.f0_hz} must be below Nyquist ({self.sample_rate / 2} Hz)")
         self.bandwidth_oct = check_positive_float(bandwidth_oct, "bandwidth_oct")
         self.window_sigmas = check_positive_float(window_sigmas, "window_sigmas")
-        self.am_range = ParamRange.coerce(am_range, "am_range", log=True)
-        self.fm_range = ParamRange.coerce(fm_range, "fm_range", log=True)
+        self.ranges = {"theta_am": ParamRange.coerce(am_range, "am_range", log=True),
+                       "theta_fm": ParamRange.coerce(fm_range, "fm_range", log=True)}
         if self.am_range.minimum < 0:
             raise ValueError(f"am_range must be non-negative, got {self.am_range}")
         if self.fm_range.minimum <= 0:
@@ -128,8 +125,6 @@ class ChirpletSynth(nn.Module):
         self.max_shift = check_positive_int(max_shift, "max_shift", minimum=0)
         if self.max_shift >= self.num_samples:
             raise ValueError(f"max_shift={self.max_shift} must be smaller than num_samples={self.num_samples}")
-        self.input_mode = check_input_mode(input_mode)
-        self.random = RandomSource(seed=seed, generator=generator, deterministic=deterministic)
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> "ChirpletSynth":
@@ -148,23 +143,13 @@ class ChirpletSynth(nn.Module):
             raise ValueError(f"unknown chirplet preset {name!r}; choose from {sorted(CHIRPLET_PRESETS)}")
         return cls(**{**CHIRPLET_PRESETS[name], **kwargs})
 
-    def parameter_size(self) -> Dict[str, tuple]:
-        """Shapes of the parameters, without the node axis."""
-        return {"theta_am": (1,), "theta_fm": (1,)}
+    @property
+    def am_range(self) -> ParamRange:
+        return self.ranges["theta_am"]
 
-    def physical(self, theta_am: Tensor, theta_fm: Tensor) -> Dict[str, Tensor]:
-        """Map unconstrained parameters to ``{"theta_am": Hz, "theta_fm": oct/s}``."""
-        return {"theta_am": self.am_range.to_physical(theta_am), "theta_fm": self.fm_range.to_physical(theta_fm)}
-
-    def unconstrained(self, theta_am, theta_fm) -> Dict[str, Tensor]:
-        """Inverse of :meth:`physical`: parameters of shape ``(nodes, 1)`` giving these values.
-
-        Raises:
-            ValueError: if a value lies outside its range.
-        """
-        am = self.am_range.to_unconstrained(torch.as_tensor(theta_am, dtype=torch.get_default_dtype()))
-        fm = self.fm_range.to_unconstrained(torch.as_tensor(theta_fm, dtype=torch.get_default_dtype()))
-        return {"theta_am": am.reshape(-1, 1), "theta_fm": fm.reshape(-1, 1)}
+    @property
+    def fm_range(self) -> ParamRange:
+        return self.ranges["theta_fm"]
 
     def draw_shifts(self, num_nodes: int, seed: Optional[Tensor] = None) -> Tensor:
         """Random shifts in samples, integers in ``[-max_shift, max_shift]``, shape ``(nodes,)``."""

@@ -6,12 +6,11 @@ import math
 from typing import Dict, Mapping, Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ._common import (
+    RangedSynth,
     ParamRange,
-    RandomSource,
-    check_input_mode,
     check_input_signals,
     check_positive_float,
     check_positive_int,
@@ -75,7 +74,7 @@ DRUM_PRESETS: Dict[str, Dict[str, float]] = {
 }
 
 
-class DrumSynth(nn.Module):
+class DrumSynth(RangedSynth):
     r"""A TR-808-style one-shot voice: pitched oscillators plus filtered noise.
 
     With ``t >= 0`` in seconds from the first sample, the output is
@@ -143,11 +142,9 @@ class DrumSynth(nn.Module):
         generator: Optional[torch.Generator] = None,
         deterministic: bool = False,
     ):
-        super().__init__()
-        self.sample_rate = check_positive_float(sample_rate, "sample_rate")
-        self.num_samples = check_positive_int(num_samples, "num_samples")
+        super().__init__(sample_rate, num_samples, input_mode, seed, generator, deterministic)
         self.click_decay = check_positive_float(click_decay, "click_decay")
-        self.ranges: Dict[str, ParamRange] = dict(DRUM_PARAMETER_RANGES)
+        self.ranges = dict(DRUM_PARAMETER_RANGES)
         for name, value in (ranges or {}).items():
             if name not in self.ranges:
                 raise ValueError(f"unknown drum parameter {name!r}; choose from {list(self.ranges)}")
@@ -165,33 +162,6 @@ class DrumSynth(nn.Module):
         for name, rng in self.ranges.items():
             if name.endswith(("_decay", "_freq", "_q", "_ratio", "_drive")) and rng.minimum <= 0:
                 raise ValueError(f"range of {name} must be positive, got {rng}")
-        self.input_mode = check_input_mode(input_mode)
-        self.random = RandomSource(seed=seed, generator=generator, deterministic=deterministic)
-
-    def parameter_size(self) -> Dict[str, tuple]:
-        """Shapes of the 14 parameters, without the node axis."""
-        return {name: (1,) for name in self.PARAMETER_NAMES}
-
-    def physical(self, **params: Tensor) -> Dict[str, Tensor]:
-        """Map unconstrained parameters (any subset, by name) to physical values."""
-        unknown = set(params) - set(self.ranges)
-        if unknown:
-            raise TypeError(f"unknown drum parameter(s) {sorted(unknown)}")
-        return {name: self.ranges[name].to_physical(value) for name, value in params.items()}
-
-    def unconstrained(self, **values) -> Dict[str, Tensor]:
-        """Inverse of :meth:`physical`: ``(nodes, 1)`` tensors for physical values.
-
-        Raises:
-            TypeError: for unknown names. ValueError: for out-of-range values.
-        """
-        unknown = set(values) - set(self.ranges)
-        if unknown:
-            raise TypeError(f"unknown drum parameter(s) {sorted(unknown)}")
-        return {
-            name: self.ranges[name].to_unconstrained(torch.as_tensor(v, dtype=torch.get_default_dtype())).reshape(-1, 1)
-            for name, v in values.items()
-        }
 
     def preset_parameters(self, name: str, num_nodes: int = 1) -> Dict[str, Tensor]:
         """Unconstrained parameters that render a preset, repeated over ``num_nodes``.

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, Optional
+from typing import Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ._common import (
+    RangedSynth,
     ParamRange,
-    RandomSource,
-    check_input_mode,
     check_input_signals,
     check_positive_float,
     check_positive_int,
@@ -29,7 +28,7 @@ log = logging.getLogger(__name__)
 PAPER_MAX_CHIRP_RATE = 8192.0 / (12 * 256) / 4 * math.tan(0.95 * math.pi / 2)
 
 
-class GranularChirpSynth(nn.Module):
+class GranularChirpSynth(RangedSynth):
     r"""A texture of chirplet grains with random onsets and centre frequencies.
 
     Each node renders ``num_grains`` grains of ``grain_samples`` samples. Grain
@@ -103,9 +102,7 @@ class GranularChirpSynth(nn.Module):
         generator: Optional[torch.Generator] = None,
         deterministic: bool = False,
     ):
-        super().__init__()
-        self.sample_rate = check_positive_float(sample_rate, "sample_rate")
-        self.num_samples = check_positive_int(num_samples, "num_samples")
+        super().__init__(sample_rate, num_samples, input_mode, seed, generator, deterministic)
         self.num_grains = check_positive_int(num_grains, "num_grains")
         self.grain_samples = check_positive_int(grain_samples, "grain_samples", minimum=2)
         if self.grain_samples > self.num_samples:
@@ -113,10 +110,10 @@ class GranularChirpSynth(nn.Module):
         self.f0_range = ParamRange.coerce(f0_range_hz, "f0_range_hz", log=True)
         if self.f0_range.maximum >= self.sample_rate / 2:
             raise ValueError(f"f0_range_hz must lie below Nyquist ({self.sample_rate / 2} Hz), got {f0_range_hz}")
-        self.density_range = ParamRange.coerce(density_range, "density_range")
+        self.ranges = {"density": ParamRange.coerce(density_range, "density_range"),
+                       "slope": ParamRange.coerce(slope_range, "slope_range")}
         if self.density_range.minimum < 0 or self.density_range.maximum > 1:
             raise ValueError(f"density_range must lie within [0, 1], got {density_range}")
-        self.slope_range = ParamRange.coerce(slope_range, "slope_range")
         if self.slope_range.minimum < -1 or self.slope_range.maximum > 1:
             raise ValueError(f"slope_range must lie within [-1, 1], got {slope_range}")
         self.max_chirp_rate = check_positive_float(max_chirp_rate, "max_chirp_rate")
@@ -126,26 +123,14 @@ class GranularChirpSynth(nn.Module):
             raise ValueError(f"slope_warp must be in (0, 1), got {slope_warp}")
         self.grain_softness = check_positive_float(grain_softness, "grain_softness")
         self.output_rms = None if output_rms is None else check_positive_float(output_rms, "output_rms")
-        self.input_mode = check_input_mode(input_mode)
-        self.random = RandomSource(seed=seed, generator=generator, deterministic=deterministic)
 
-    def parameter_size(self) -> Dict[str, tuple]:
-        """Shapes of the parameters, without the node axis."""
-        return {"density": (1,), "slope": (1,)}
+    @property
+    def density_range(self) -> ParamRange:
+        return self.ranges["density"]
 
-    def physical(self, density: Tensor, slope: Tensor) -> Dict[str, Tensor]:
-        """Map unconstrained parameters to ``density`` in [0, 1] and ``slope`` in [-1, 1]."""
-        return {"density": self.density_range.to_physical(density), "slope": self.slope_range.to_physical(slope)}
-
-    def unconstrained(self, density, slope) -> Dict[str, Tensor]:
-        """Inverse of :meth:`physical`, as ``(nodes, 1)`` tensors.
-
-        Raises:
-            ValueError: if a value lies outside its range.
-        """
-        d = self.density_range.to_unconstrained(torch.as_tensor(density, dtype=torch.get_default_dtype()))
-        s = self.slope_range.to_unconstrained(torch.as_tensor(slope, dtype=torch.get_default_dtype()))
-        return {"density": d.reshape(-1, 1), "slope": s.reshape(-1, 1)}
+    @property
+    def slope_range(self) -> ParamRange:
+        return self.ranges["slope"]
 
     def chirp_rate(self, slope: Tensor) -> Tensor:
         """Chirp rate in oct/s for physical slopes in [-1, 1]."""
