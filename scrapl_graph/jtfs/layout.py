@@ -110,6 +110,22 @@ class PathInfo:
         return self.xi2 * sample_rate
 
 
+def check_path_index(idx, n_paths: int, name: str = "path index") -> int:
+    """Validate a path index (an int or a one-element tensor) and return it as an int.
+
+    Raises:
+        TypeError: if it is not an integer.
+        ValueError: if it is outside ``[0, n_paths)``.
+    """
+    if hasattr(idx, "numel") and idx.numel() == 1:
+        idx = idx.item()
+    if isinstance(idx, bool) or not isinstance(idx, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(idx).__name__} {idx!r}")
+    if not 0 <= idx < n_paths:
+        raise ValueError(f"{name} {idx} out of range: expected 0 <= {name} < n_paths={n_paths}")
+    return int(idx)
+
+
 def path_set(psi1: List[Filter], psi2: List[Filter], psi_fr: List[Filter], Q1: int) -> List[PathInfo]:
     """All second-order paths (n2, n_fr), in lexicographic order, for the n2 that see some j1 < j2."""
     paths: List[PathInfo] = []

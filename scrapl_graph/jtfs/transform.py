@@ -30,6 +30,7 @@ from .filters import frequential_filterbank, temporal_filterbanks
 from .layout import (
     PathInfo,
     border_indices,
+    check_path_index,
     frequential_padding,
     padding,
     parse_support,
@@ -407,13 +408,7 @@ class JTFS(nn.Module):
 
     def check_idx(self, idx) -> int:
         """Validate a path index (int or 1-element tensor) and return it as an int."""
-        if isinstance(idx, Tensor) and idx.numel() == 1:
-            idx = idx.item()
-        if isinstance(idx, bool) or not isinstance(idx, numbers.Integral):
-            raise TypeError(f"path index must be an integer, got {type(idx).__name__} {idx!r}")
-        if not 0 <= idx < self.n_paths:
-            raise ValueError(f"path index {idx} out of range: expected 0 <= idx < n_paths={self.n_paths}")
-        return int(idx)
+        return check_path_index(idx, self.n_paths)
 
     def path_table(self, sample_rate: Optional[float] = None) -> List[dict]:
         """Per-path metadata as dicts (rate in cycles/sample, and in Hz when ``sample_rate`` is given)."""

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..jtfs import JTFS
+from ..jtfs.layout import check_path_index
 from ..pathwise import PathwiseState
 from ..sampling import PathSampler, check_probs, load_probs_file, synchronize_path
 from ..warmup import WarmupMixin
@@ -195,18 +196,9 @@ class SCRAPLLoss(WarmupMixin, nn.Module):
             if seed is not None:
                 log.warning("seed is ignored when path_idx is given")
             requested = list(path_idx) if isinstance(path_idx, (list, tuple)) else [path_idx]
-            return [self._check_path_idx(i) for i in requested]
+            return [check_path_index(i, self.n_paths, "path_idx") for i in requested]
         draws = [self.sample_path(seed if i == 0 or seed is None else seed + i) for i in range(self.paths_per_step)]
         return draws
-
-    def _check_path_idx(self, idx) -> int:
-        if isinstance(idx, Tensor) and idx.numel() == 1:
-            idx = idx.item()
-        if isinstance(idx, bool) or not isinstance(idx, numbers.Integral):
-            raise TypeError(f"path_idx must be an integer, got {type(idx).__name__} {idx!r}")
-        if not 0 <= idx < self.n_paths:
-            raise ValueError(f"path_idx {idx} out of range: expected 0 <= path_idx < n_paths={self.n_paths}")
-        return int(idx)
 
     def _target_coefficients(self, jtfs: JTFS, x_target: Tensor, flat: Tensor, idxs: List[int]) -> Tensor:
         if not self.cache_target:

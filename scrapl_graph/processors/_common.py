@@ -347,6 +347,13 @@ class RangedSynth(nn.Module):
             raise TypeError(f"unknown parameter(s) {sorted(unknown)}; expected {list(self.ranges)}")
         return named
 
+    def _checked_call(self, input_signals: Optional[Tensor], params: Dict[str, Tensor]):
+        """Validate a forward call: ``(input_signals, nodes, physical parameters of shape (nodes,))``."""
+        input_signals = check_input_signals(input_signals, self.num_samples)
+        nodes = None if input_signals is None else input_signals.shape[0]
+        params, nodes = check_scalar_params(params, nodes)
+        return input_signals, nodes, self.physical(**params)
+
     def physical(self, *args: Tensor, **kwargs: Tensor) -> Dict[str, Tensor]:
         """Map unconstrained parameters (any subset, positional in parameter order or by name) to physical values."""
         return {name: self.ranges[name].to_physical(z) for name, z in self._by_name(args, kwargs).items()}

@@ -11,10 +11,8 @@ from torch import Tensor
 from ._common import (
     RangedSynth,
     ParamRange,
-    check_input_signals,
     check_positive_float,
     check_positive_int,
-    check_scalar_params,
     exp_chirp_cycles,
     mix_with_input,
 )
@@ -176,12 +174,9 @@ class ChirpletSynth(RangedSynth):
         Raises:
             TypeError / ValueError: for ill-typed or mis-shaped inputs.
         """
-        input_signals = check_input_signals(input_signals, self.num_samples)
-        nodes = None if input_signals is None else input_signals.shape[0]
-        params, nodes = check_scalar_params({"theta_am": theta_am, "theta_fm": theta_fm}, nodes)
-        ref = params["theta_am"]
-        phys = self.physical(params["theta_am"], params["theta_fm"])
+        input_signals, nodes, phys = self._checked_call(input_signals, {"theta_am": theta_am, "theta_fm": theta_fm})
         am, fm = phys["theta_am"][:, None], phys["theta_fm"][:, None]
+        ref = am
 
         shifts = self.draw_shifts(nodes, seed).to(device=ref.device, dtype=ref.dtype)
         n = torch.arange(self.num_samples, device=ref.device, dtype=ref.dtype)

@@ -11,10 +11,8 @@ from torch import Tensor
 from ._common import (
     RangedSynth,
     ParamRange,
-    check_input_signals,
     check_positive_float,
     check_positive_int,
-    check_scalar_params,
     exp_chirp_cycles,
     mix_with_input,
     uniform,
@@ -169,12 +167,8 @@ class GranularChirpSynth(RangedSynth):
         Raises:
             TypeError / ValueError: for ill-typed or mis-shaped inputs.
         """
-        input_signals = check_input_signals(input_signals, self.num_samples)
-        nodes = None if input_signals is None else input_signals.shape[0]
-        params, nodes = check_scalar_params({"density": density, "slope": slope}, nodes)
-        ref = params["density"]
-        dev, dt = ref.device, ref.dtype
-        phys = self.physical(params["density"], params["slope"])
+        input_signals, nodes, phys = self._checked_call(input_signals, {"density": density, "slope": slope})
+        dev, dt = phys["density"].device, phys["density"].dtype
         gains = self.grain_gains(phys["density"])  # (nodes, G)
         rate = self.chirp_rate(phys["slope"])[:, None, None]  # (nodes, 1, 1)
 
