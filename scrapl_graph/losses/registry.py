@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, Mapping, Union
 
 from torch import nn
 
+from ..io import import_object
 from .jtfs_loss import JTFSLoss
 from .scrapl_loss import SCRAPLLoss
 
@@ -48,20 +49,6 @@ LOSSES: Dict[str, Callable[..., nn.Module]] = {
 _ALIASES = {"mrstft": "multi_resolution_stft", "sisdr": "si_sdr", "sdsdr": "sd_sdr", "logcosh": "log_cosh"}
 
 
-def _import_class(class_path: str):
-    module_name, _, attr = class_path.rpartition(".")
-    if not module_name:
-        raise ValueError(f"class_path must be 'module.Class', got {class_path!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(f"cannot import module {module_name!r} of class_path {class_path!r}: {err}") from err
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
-
-
 def build_loss(spec: Union[str, Mapping[str, Any]], **kwargs) -> nn.Module:
     """Build a loss from a registry name or a class-path config.
 
@@ -92,7 +79,7 @@ def build_loss(spec: Union[str, Mapping[str, Any]], **kwargs) -> nn.Module:
             raise TypeError(f"class_path must be a string, got {type(target).__name__}")
         if "." not in target:
             return build_loss(target, **init_args)
-        cls = _import_class(target)
+        cls = import_object(target)
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
             raise TypeError(f"{target} is not an nn.Module class")
         return cls(**init_args)
