@@ -226,6 +226,20 @@ def exp_chirp_cycles(f0: Tensor, rate: Tensor, t: Tensor) -> Tensor:
     return f0 * t * e
 
 
+def sin_cycles(cycles: Tensor) -> Tensor:
+    """``sin(2 pi cycles)``, reducing the phase to [0, 1) cycle first.
+
+    Large phases make ``sin`` slow on CPU and lose float32 precision; the
+    floor is piecewise constant, so the gradient is unchanged.
+    """
+    return torch.sin(2 * math.pi * (cycles - cycles.detach().floor()))
+
+
+# Gaussian windows are floored at exp(-80): far below audibility, and above
+# float32's normal range, where denormals would make exp and products slow.
+MIN_LOG_WINDOW = -80.0
+
+
 class RandomSource:
     """Where a processor's random draws come from.
 

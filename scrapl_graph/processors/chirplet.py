@@ -9,12 +9,14 @@ import torch
 from torch import Tensor
 
 from ._common import (
+    MIN_LOG_WINDOW,
     RangedSynth,
     ParamRange,
     check_positive_float,
     check_positive_int,
     exp_chirp_cycles,
     mix_with_input,
+    sin_cycles,
 )
 
 log = logging.getLogger(__name__)
@@ -188,9 +190,9 @@ class ChirpletSynth(RangedSynth):
         tau_nyq = math.log2(self.sample_rate / 2 / self.f0_hz) / fm
         below_nyquist = (tau < tau_nyq).to(ref.dtype)
         f0 = torch.as_tensor(self.f0_hz, device=ref.device, dtype=ref.dtype)
-        carrier = torch.sin(2 * math.pi * exp_chirp_cycles(f0, fm, torch.minimum(tau, tau_nyq)))
+        carrier = sin_cycles(exp_chirp_cycles(f0, fm, torch.minimum(tau, tau_nyq)))
         sigma = self.bandwidth_oct / (self.window_sigmas * fm)
-        window = torch.exp(-0.5 * (tau / sigma) ** 2)
+        window = torch.exp((-0.5 * (tau / sigma) ** 2).clamp(min=MIN_LOG_WINDOW))
         modulator = 0.5 * (1.0 + torch.cos(2 * math.pi * am * tau))
         x = window * modulator * carrier * below_nyquist
         return mix_with_input(x, input_signals, self.input_mode)

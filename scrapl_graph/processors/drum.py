@@ -16,6 +16,7 @@ from ._common import (
     check_positive_int,
     check_scalar_params,
     mix_with_input,
+    sin_cycles,
 )
 
 log = logging.getLogger(__name__)
@@ -222,8 +223,8 @@ class DrumSynth(RangedSynth):
         cycles = torch.cumsum(inst_freq, dim=-1) / self.sample_rate
         cycles = cycles - cycles[:, :1]  # start at zero phase: no step at the onset
         nyquist = self.sample_rate / 2
-        osc = torch.sin(2 * math.pi * cycles) * (inst_freq < nyquist).to(dt)
-        osc2 = torch.sin(2 * math.pi * p["tone2_ratio"] * cycles) * (p["tone2_ratio"] * inst_freq < nyquist).to(dt)
+        osc = sin_cycles(cycles) * (inst_freq < nyquist).to(dt)
+        osc2 = sin_cycles(p["tone2_ratio"] * cycles) * (p["tone2_ratio"] * inst_freq < nyquist).to(dt)
         tone = (osc + p["tone2_level"] * osc2) * torch.exp(-T60_LOG * t / p["tone_decay"])
         drive = p["tone_drive"]
         tone = p["tone_level"] * torch.tanh(drive * tone) / torch.tanh(drive)

@@ -15,6 +15,7 @@ from ._common import (
     check_positive_int,
     exp_chirp_cycles,
     mix_with_input,
+    sin_cycles,
     uniform,
 )
 
@@ -184,7 +185,7 @@ class GranularChirpSynth(RangedSynth):
         below_nyquist = (rate_t < octaves_to_nyquist).to(dt)
         t_safe = torch.where(below_nyquist.bool(), t.expand_as(rate_t), torch.zeros_like(rate_t))
         cycles = exp_chirp_cycles(freqs, rate, t_safe)
-        grains = gains[:, :, None] * hann * torch.sin(2 * math.pi * cycles) * below_nyquist
+        grains = gains[:, :, None] * hann * sin_cycles(cycles) * below_nyquist
 
         # Overlap-add the grains at their onsets (scatter_add is differentiable
         # with respect to the grain values).
