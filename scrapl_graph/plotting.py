@@ -1,0 +1,76 @@
+"""Figures of SCRAPL path probabilities (matplotlib, Agg canvas: no display needed)."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+log = logging.getLogger(__name__)
+
+Region = Tuple[Tuple[float, float], Tuple[float, float]]
+
+
+def plot_probs(loss, path: str, sample_rate: float, probs: Optional[torch.Tensor] = None,
+               regions: Optional[Sequence[Region]] = None, title: Optional[str] = None, dpi: int = 120) -> str:
+    """Write a PNG of path probabilities over the rate-scale plane (as in the paper's figure 6).
+
+    Each path is a dot at ``x = xi2 * sample_rate`` (temporal modulation
+    rate in Hz, log axis) and ``y = spin * scale`` (frequential modulation
+    scale in cycles per octave, the sign giving the spin; symmetric-log axis),
+    coloured by ``probs / (1 / n_paths)``: 1 is the uniform share.
+
+    Args:
+        loss: a :class:`~scrapl_graph.SCRAPLLoss` (anything with ``paths`` and ``probs``).
+        path: output file (``.png``); its directory must exist.
+        sample_rate: sample rate in Hz of the signals the loss sees.
+        probs: probabilities to show (default ``loss.probs``).
+        regions: dashed rectangles ``((rate_lo, rate_hi), (scale_lo, scale_hi))``
+            in the plot's units, e.g. a synth's parameter ranges.
+        title: figure title.
+        dpi: resolution.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: for a non-positive sample rate or probabilities of the wrong size.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    if not (isinstance(sample_rate, (int, float)) and sample_rate > 0 and math.isfinite(sample_rate)):
+        raise ValueError(f"sample_rate must be a positive number, got {sample_rate!r}")
+    paths = list(loss.paths)
+    probs = torch.as_tensor(loss.probs if probs is None else probs, dtype=torch.float64).detach().cpu()
+    if probs.shape != (len(paths),):
+        raise ValueError(f"probs must have shape ({len(paths)},), got {tuple(probs.shape)}")
+    rates = [p.xi2 * sample_rate for p in paths]
+    scales = [p.spin * p.scale for p in paths]
+    ratio = (probs * len(paths)).clamp_min(1e-3).numpy()
+
+    # Fig. 6 style: a plain Figure on an Agg canvas, so no global backend is switched.
+    fig = Figure(figsize=(6.4, 4.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    lo, hi = float(ratio.min()), float(ratio.max())
+    norm = LogNorm(vmin=min(lo, 1.0) * 0.999, vmax=max(hi, 1.0) * 1.001)
+    dots = ax.scatter(rates, scales, c=ratio, cmap="viridis", norm=norm, s=60, edgecolors="black", linewidths=0.5)
+    fig.colorbar(dots, ax=ax, label="probability / uniform (1/P)")
+    ax.set_xscale("log")
+    nonzero = [abs(s) for s in scales if s != 0]
+    ax.set_yscale("symlog", linthresh=min(nonzero) if nonzero else 1.0)
+    for (x0, x1), (y0, y1) in regions or []:
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, linestyle="--", edgecolor="red"))
+    ax.set_xlabel("temporal rate (Hz)")
+    ax.set_ylabel("frequential scale (cycles/octave, sign = spin)")
+    ax.set_title(title or f"SCRAPL path probabilities ({len(paths)} paths)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi, format="png")
+    log.info("Wrote path probabilities plot to %s", os.path.abspath(path))
+    return path
