@@ -25,10 +25,12 @@ class _Modulus(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         z, r = ctx.saved_tensors
-        # d|z|/dz = z / |z|, taken as 0 at z = 0. The inner where keeps the
-        # unused branch finite, so the double backward is 0 there, not NaN.
-        nonzero = r > 0
-        scale = torch.where(nonzero, grad / torch.where(nonzero, r, 1.0), 0.0)
+        # d|z|/dz = z / |z|, taken as 0 at z = 0. The second derivative grows
+        # like 1/|z|^2: flooring |z| at tiny^(1/4) (1e-10 in float32, 1e-77 in
+        # float64, where magnitudes are rounding noise) keeps it finite, and
+        # the where makes it 0 at z = 0, not NaN.
+        floor = torch.finfo(r.dtype).tiny ** 0.25
+        scale = torch.where(r > 0, grad / r.clamp_min(floor), 0.0)
         return torch.view_as_complex(torch.view_as_real(z) * scale.unsqueeze(-1))
 
 

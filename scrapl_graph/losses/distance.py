@@ -26,7 +26,11 @@ def path_distance(S: Tensor, S_target: Tensor, p: float = 2.0, log1p_eps: Option
         Tensor of shape (...).
     """
     diff = compress(S_target, log1p_eps) - compress(S, log1p_eps)
-    return torch.linalg.vector_norm(diff, ord=p, dim=(-2, -1))
+    total = diff.square().sum(dim=(-2, -1)) if p == 2 else diff.abs().pow(p).sum(dim=(-2, -1))
+    # At diff = 0 the norm's derivative is taken as 0: the inner where keeps
+    # the unused branch finite, so second derivatives are 0, not NaN.
+    nonzero = total > 0
+    return torch.where(nonzero, torch.where(nonzero, total, 1.0) ** (1.0 / p), 0.0)
 
 
 def check_pair(x: Tensor, x_target: Tensor) -> Tuple[int, int]:
