@@ -27,7 +27,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 
@@ -45,6 +45,7 @@ with warnings.catch_warnings():
 log = logging.getLogger(__name__)
 
 METHODS = ("scrapl", "mss", "jtfs")
+SMOOTHING = 25
 
 
 @dataclass
@@ -172,12 +173,14 @@ def _plot_curves(results: Sequence[MethodResult], path: str) -> None:
     FigureCanvasAgg(fig)
     ax_loss, ax_err = fig.subplots(1, 2)
     for r in results:
-        loss = torch.tensor(r.history["loss"])
-        ax_loss.plot(r.history["step"], (loss / loss[0]).tolist(), label=r.name)
+        loss = torch.tensor(r.history["loss"], dtype=torch.float64)
+        # SCRAPL evaluates a different path at each step: a running mean shows the trend.
+        window = min(SMOOTHING, len(loss))
+        smooth = torch.nn.functional.avg_pool1d(loss[None, None], window, stride=1)[0, 0]
+        ax_loss.plot(r.history["step"][window - 1:], (smooth / smooth[0]).tolist(), label=r.name)
         ax_err.plot(r.history["time"], r.history["param_error"], label=r.name)
-    ax_loss.set(xlabel="step", ylabel="loss / initial loss", yscale="log", title="loss")
-    ax_err.set(xlabel="seconds", ylabel="|sigmoid(theta) - sigmoid(theta_true)|, mean of AM, FM",
-               yscale="log", title="parameter error")
+    ax_loss.set(xlabel="step", ylabel=f"loss / initial (running mean of {SMOOTHING})", yscale="log", title="loss")
+    ax_err.set(xlabel="seconds", ylabel="parameter error (sigmoid scale)", yscale="log", title="parameter error")
     for ax in (ax_loss, ax_err):
         ax.legend()
         ax.grid(alpha=0.3)
