@@ -152,7 +152,7 @@ def pathwise_overhead(n: int, batch: int, dev: torch.device, idxs: List[int], re
     gen = torch.Generator().manual_seed(seed)
     x0 = torch.randn(batch, 1, n, generator=gen).to(dev)
     y = torch.randn(batch, 1, n, generator=gen).to(dev)
-    times = {}
+    steps = {}
     for on in (False, True):
         torch.manual_seed(seed)
         model = _Toy(n, 9).to(dev)
@@ -161,18 +161,36 @@ def pathwise_overhead(n: int, batch: int, dev: torch.device, idxs: List[int], re
         loss.attach_params(model.parameters())
         opt = torch.optim.SGD(model.parameters(), lr=1e-4)
 
-        def step(idx):
+        def step(idx, model=model, loss=loss, opt=opt):
             opt.zero_grad()
             loss(model(x0), y, path_idx=idx).backward()
             opt.step()
 
-        times[on] = 1000 * statistics.median(time_step(lambda: step(idx), dev, repeats) for idx in idxs)
-    return times[False], times[True], sum(p.numel() for p in model.parameters())
+        steps[on] = step
+    # Interleaved path by path, so that machine noise hits both alike.
+    times = {False: [], True: []}
+    for idx in idxs:
+        for on in (False, True):
+            times[on].append(time_step(lambda: steps[on](idx), dev, repeats))
+    n_weights = sum(p.numel() for p in model.parameters())
+    return 1000 * statistics.median(times[False]), 1000 * statistics.median(times[True]), n_weights
 
 
 def attached_memory(n: int = 48000, hidden: int = 8, steps: int = 3, reference: bool = False,
-                    device: str = "cpu") -> Tuple[int, float]:
-    """Peak memory (MB) of attaching the reference README's toy model (816,009 weights) and taking a few steps."""
+                    device: str = "cpu") -> Tuple[int, float, float]:
+    """Peak memory (MB) of attaching the reference README's toy model (816,009 weights) and taking a few steps.
+
+    Measured in a fresh process: memory freed earlier in this one would be
+    reused without showing in its resident size.
+    """
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_attached_memory, (n, hidden, steps, reference, device))
+
+
+def _attached_memory(n: int, hidden: int, steps: int, reference: bool, device: str) -> Tuple[int, float, float]:
+    logging.disable(logging.INFO)
     dev = torch.device(device)
     memory = PeakMemory(dev)
     torch.manual_seed(0)
@@ -190,7 +208,12 @@ def attached_memory(n: int = 48000, hidden: int = 8, steps: int = 3, reference: 
             opt.zero_grad()
             loss(model(x), y).backward()
             opt.step()
-    return sum(p.numel() for p in model.parameters()), memory.peak_bytes / 2**20
+    if reference:
+        state = sum(t.numel() * t.element_size() for name in ("p_adam_m", "p_adam_v", "prev_path_grads")
+                    for t in getattr(loss, name).values())
+    else:
+        state = loss.pathwise_state_bytes()
+    return sum(p.numel() for p in model.parameters()), memory.peak_bytes / 2**20, state / 2**20
 
 
 def run(batch: int = 4, n: int = 32768, device: str = "cpu", path_stride: int = 7, repeats: int = 2,
@@ -302,11 +325,12 @@ def run(batch: int = 4, n: int = 32768, device: str = "cpu", path_stride: int = 
             result.rows.append(Row("reference: full JTFS (kymatio joint)", ref_full_ms, memory.peak_bytes / 2**20,
                                    f"ours is {ref_full_ms / full_ms:.1f}x faster"))
     if memory_toy:
-        n_weights, ours_mb = attached_memory(device=device)
+        n_weights, ours_mb, ours_state = attached_memory(device=device)
         result.rows.append(Row("ours: attach toy model + 3 steps (N=48000)", float("nan"), ours_mb,
-                               f"{n_weights} weights, 315 paths; state only for visited paths"))
+                               f"{n_weights} weights, 315 paths; P-Adam/P-SAGA state {ours_state:.0f} MB "
+                               f"(visited paths only)"))
         if scrapl is not None:
-            _, ref_mb = attached_memory(device=device, reference=True)
+            _, ref_mb, ref_state = attached_memory(device=device, reference=True)
             result.rows.append(Row("reference: attach toy model + 3 steps", float("nan"), ref_mb,
-                                   "allocates 3 copies of every weight per path at attach"))
+                                   f"P-Adam/P-SAGA state {ref_state:.0f} MB (every path, at attach)"))
     return result

@@ -48,29 +48,40 @@ class PathwiseState:
         self.ghat_sum: Optional[Tensor] = None
 
     def step(self, grad: Tensor, path: int, k: int) -> Tensor:
-        """Transform the gradient of path ``path`` at iteration ``k`` (k >= 1); updates the state."""
+        """Transform the gradient of path ``path`` at iteration ``k`` (k >= 1); updates the state.
+
+        The state is updated in place: a step allocates two parameter-sized
+        tensors (none more for a revisited path), which keeps it cheap on CPUs
+        where fresh large allocations cost page faults.
+        """
         g = grad
         if self.use_p_adam:
             P = self.n_paths
             decay = (k - self.tau.get(path, 0)) / P
             d1, d2 = self.b1**decay, self.b2**decay
-            m = self.m.get(path)
-            v = self.v.get(path)
-            m = (1 - d1) * g if m is None else d1 * m + (1 - d1) * g
-            v = (1 - d2) * g * g if v is None else d2 * v + (1 - d2) * g * g
-            self.m[path], self.v[path], self.tau[path] = m, v, k
-            m_hat = m / (1 - self.b1 ** (k / P))
-            v_hat = v / (1 - self.b2 ** (k / P))
-            g = m_hat / torch.sqrt(self.eps + v_hat)
+            m, v = self.m.get(path), self.v.get(path)
+            if m is None:
+                m, v = g * (1 - d1), g * g * (1 - d2)
+                self.m[path], self.v[path] = m, v
+            else:
+                m.mul_(d1).add_(g, alpha=1 - d1)
+                v.mul_(d2).addcmul_(g, g, value=1 - d2)
+            self.tau[path] = k
+            # g_cur = m_hat / sqrt(eps + v_hat), with m_hat, v_hat the bias-corrected moments.
+            g = torch.div(v, 1 - self.b2 ** (k / P)).add_(self.eps).sqrt_()
+            torch.div(m, g, out=g).div_(1 - self.b1 ** (k / P))
         if self.use_p_saga:
             previous = self.ghat.get(path)
-            n_visited = len(self.ghat)
             if self.ghat_sum is None:
                 self.ghat_sum = torch.zeros_like(g)
-            average = self.ghat_sum / max(1, n_visited)
-            out = g + average if previous is None else g - previous + average
-            self.ghat_sum = self.ghat_sum + (g if previous is None else g - previous)
-            self.ghat[path] = g
+            out = torch.div(self.ghat_sum, max(1, len(self.ghat))).add_(g)
+            self.ghat_sum.add_(g)
+            if previous is None:
+                self.ghat[path] = g.clone() if g is grad else g
+            else:
+                out.sub_(previous)
+                self.ghat_sum.sub_(previous)
+                previous.copy_(g)
             g = out
         return g
 
