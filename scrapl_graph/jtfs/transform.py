@@ -37,7 +37,7 @@ from .layout import (
     path_set,
 )
 from .bandlimited import BandLimitedBank
-from .ops import frequential_operator, modulus, real_inverse
+from .ops import frequential_operator, modulus, real_inverse, rfft
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ class JTFS(nn.Module):
     # ------------------------------------------------------------ first order
     def _scalogram(self, x_padded: Tensor, n_lambda1: int) -> List[Tuple[int, int, Tensor]]:
         """U1 for the first ``n_lambda1`` wavelets, as ``(k1, start, U1)`` per resolution group."""
-        x_hat = torch.fft.rfft(x_padded)[:, None, :]
+        x_hat = rfft(x_padded)[:, None, :]
         out = []
         for g, (k1, start, end) in enumerate(self.groups):
             end = min(end, n_lambda1)
@@ -306,7 +306,7 @@ class JTFS(nn.Module):
         if self.average == "global":
             return z.sum(dim=-1, keepdim=True)
         if resolution is not None:
-            z = real_inverse(self.bank.apply(torch.fft.rfft(z), f"phi_{resolution}"))
+            z = real_inverse(self.bank.apply(rfft(z), f"phi_{resolution}"))
         return z[..., self.ind_start[self.log2_T] : self.ind_end[self.log2_T]]
 
     def _frequency_average(self, z: Tensor, spins: List[int], k_fr: int) -> Tensor:
@@ -336,7 +336,7 @@ class JTFS(nn.Module):
         """
         x_padded, batch_shape = self._prepare(x)
         n_lambda1 = len(self.j1) if n_lambda1 is None else n_lambda1
-        spectra = [(k1, start, torch.fft.rfft(u1)) for k1, start, u1 in self._scalogram(x_padded, n_lambda1)]
+        spectra = [(k1, start, rfft(u1)) for k1, start, u1 in self._scalogram(x_padded, n_lambda1)]
         return spectra, batch_shape
 
     def paths_from_spectra(self, spectra: List[Tuple[int, int, Tensor]], idxs: Sequence[int]) -> Tensor:
@@ -391,7 +391,7 @@ class JTFS(nn.Module):
             reference's joint output.
         """
         x_padded, batch_shape = self._prepare(x)
-        s1 = [real_inverse(self.bank.apply(torch.fft.rfft(u1), f"phi_{k1}"))
+        s1 = [real_inverse(self.bank.apply(rfft(u1), f"phi_{k1}"))
               for k1, _, u1 in self._scalogram(x_padded, len(self.j1))]
         s1 = torch.complex(torch.cat(s1, dim=1), torch.zeros((), dtype=x_padded.dtype, device=x_padded.device))
         out = []
