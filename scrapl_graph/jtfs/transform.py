@@ -57,11 +57,6 @@ def _check_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
-def _times_real(z: Tensor, h: Tensor) -> Tensor:
-    """Complex z times real h, broadcast, without promoting h to complex."""
-    return torch.view_as_complex((torch.view_as_real(z) * h[..., None]).contiguous())
-
-
 class JTFS(nn.Module):
     """Joint time-frequency scattering transform with kymatio's conventions.
 
@@ -133,7 +128,6 @@ class JTFS(nn.Module):
         self.j2 = [f.j for f in psi2]
         self.j_fr = [f.j for f in psi_fr]
         self.spin = [int(np.sign(f.xi)) for f in psi_fr]
-        self.xi1 = [f.xi for f in psi1]
         # The first-order resolution: local averaging never needs finer than 2^log2_T.
         self.k1 = [min(j, self.log2_T) if self.average == "local" else j for j in self.j1]
         self.groups = self._contiguous_groups(self.k1)
@@ -163,9 +157,9 @@ class JTFS(nn.Module):
         for n_fr, f in enumerate(psi_fr):
             w = frequential_operator(self.n_fr_padded, n_in, f.levels[0], 2 ** self.k_fr[n_fr])
             buf(f"psi_fr_{n_fr}", np.stack([w.real, w.imag], axis=-1))
-            # Rows reached by the first n inputs: with few lambda1 (large
-            # scales j2 see few j1 < j2... or small j2 see few), most of the
-            # zero-padded axis stays (numerically) zero and is skipped.
+            # Output rows reached by the first n inputs: a path of small j2
+            # sees few lambda1 (j1 < j2), so most of the zero-padded axis
+            # stays numerically zero and is skipped.
             magnitude = np.abs(w)
             peak = magnitude.max()
             for n in sorted({p.n_lambda1 for p in self.paths} | {n_in}):
