@@ -43,13 +43,14 @@ import logging
 import math
 import numbers
 import os
-import tempfile
 from collections import defaultdict
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
+from .io import atomic_path
+from .jtfs.layout import check_path_index
 from .losses.distance import path_distance
 
 log = logging.getLogger(__name__)
@@ -164,21 +165,14 @@ def theta_size(source: Any) -> int:
 
 def _atomic_save(obj: Any, path: str) -> None:
     """Write ``obj`` to ``path`` so that readers see the old file or the complete new one, never a torn one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             if path.endswith(".json"):
                 f.write(json.dumps(obj, indent=1, sort_keys=True).encode())
             else:
                 torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _vals_path(save_dir: str, path_idx: int) -> str:
@@ -321,8 +315,7 @@ class WarmupMixin:
         """
         if self.loaded_probs_path is not None:
             raise ValueError(f"cannot update probabilities loaded from {self.loaded_probs_path!r}; call clear() first")
-        if not 0 <= int(path_idx) < self.n_paths:
-            raise ValueError(f"path_idx {path_idx} out of range [0, {self.n_paths})")
+        path_idx = check_path_index(path_idx, self.n_paths, "path_idx")
         if not 0 <= int(theta_idx) < self.n_theta:
             raise ValueError(f"theta_idx {theta_idx} out of range [0, {self.n_theta})")
         val = torch.as_tensor(val, dtype=torch.float64).detach().cpu()
@@ -505,11 +498,7 @@ class WarmupMixin:
         Raises:
             ValueError / TypeError: for bad inputs (see :meth:`warmup_lc_hvp`).
         """
-        if isinstance(path_idx, bool) or not isinstance(path_idx, numbers.Integral):
-            raise TypeError(f"path_idx must be an integer, got {type(path_idx).__name__}")
-        if not 0 <= path_idx < self.n_paths:
-            raise ValueError(f"path_idx {path_idx} out of range [0, {self.n_paths})")
-        path_idx = int(path_idx)
+        path_idx = check_path_index(path_idx, self.n_paths, "path_idx")
         if theta_hessian not in THETA_HESSIANS:
             raise ValueError(f"theta_hessian must be one of {THETA_HESSIANS}, got {theta_hessian!r}")
         if hvp_chunk is not None and (isinstance(hvp_chunk, bool) or not isinstance(hvp_chunk, numbers.Integral)
