@@ -39,7 +39,6 @@ except ImportError:  # running from a source checkout without installing
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # GRAFX's spurious torchaudio version warning
-    from grafx.data import GRAFX, NodeConfigs
     from grafx.processors import ZeroPhaseFIREqualizer
 
 from scrapl_graph.graph import GraphSynth
@@ -48,17 +47,13 @@ from scrapl_graph.train import optimize_graph
 
 
 def build_synth(args, shift_seed: int) -> GraphSynth:
-    graph = GRAFX(config=NodeConfigs(["chirplet", "eq"]))
-    inp, chirp, eq, out = (graph.add(t) for t in ("in", "chirplet", "eq", "out"))
-    for a, b in [(inp, chirp), (chirp, eq), (eq, out)]:
-        graph.connect(a, b)
     processors = {
         "chirplet": ChirpletSynth.from_preset(args.preset, sample_rate=args.sample_rate, num_samples=args.n,
                                               f0_hz=args.sample_rate / 16, max_shift=args.max_shift,
                                               seed=shift_seed),
         "eq": ZeroPhaseFIREqualizer(num_magnitude_bins=65),
     }
-    return GraphSynth(graph, processors, num_samples=args.n)
+    return GraphSynth.chain(processors, num_samples=args.n)
 
 
 def main(argv=None) -> int:

@@ -26,7 +26,6 @@ import argparse
 import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -37,10 +36,6 @@ try:
 except ImportError:  # running from a source checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # GRAFX's spurious torchaudio version warning
-    from grafx.data import GRAFX, NodeConfigs
-
 from scrapl_graph.graph import GraphSynth, make_predictor_head
 from scrapl_graph.losses import SCRAPLLoss, build_loss
 from scrapl_graph.processors import ChirpletSynth
@@ -48,13 +43,9 @@ from scrapl_graph.train import normalized_param_error, train_predictor
 
 
 def build_synth(args, shift_seed: int) -> GraphSynth:
-    graph = GRAFX(config=NodeConfigs(["chirplet"]))
-    inp, chirp, out = graph.add("in"), graph.add("chirplet"), graph.add("out")
-    graph.connect(inp, chirp)
-    graph.connect(chirp, out)
     synth = ChirpletSynth.from_preset(args.preset, sample_rate=args.sample_rate, num_samples=args.n,
                                       f0_hz=args.sample_rate / 16, max_shift=args.max_shift, seed=shift_seed)
-    return GraphSynth(graph, {"chirplet": synth}, num_samples=args.n)
+    return GraphSynth.chain({"chirplet": synth}, num_samples=args.n)
 
 
 def make_data(args, count: int, seed: int):

@@ -39,7 +39,6 @@ from .train import optimize_graph
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # GRAFX's spurious torchaudio version warning
-    from grafx.data import GRAFX, NodeConfigs
     from grafx.processors import ZeroPhaseFIREqualizer
 
 log = logging.getLogger(__name__)
@@ -120,15 +119,11 @@ class MethodResult:
 
 
 def _graph_synth(cfg: DemoConfig, shift_seed: int, deterministic: bool = False) -> GraphSynth:
-    graph = GRAFX(config=NodeConfigs(["chirplet", "eq"]))
-    nodes = [graph.add(t) for t in ("in", "chirplet", "eq", "out")]
-    for a, b in zip(nodes, nodes[1:]):
-        graph.connect(a, b)
     chirplet = ChirpletSynth(sample_rate=cfg.sample_rate, num_samples=cfg.n, f0_hz=cfg.sample_rate / 16,
                              am_range=tuple(cfg.am_range), fm_range=tuple(cfg.fm_range), max_shift=cfg.max_shift,
                              seed=shift_seed, deterministic=deterministic)
     processors = {"chirplet": chirplet, "eq": ZeroPhaseFIREqualizer(num_magnitude_bins=65)}
-    return GraphSynth(graph, processors, num_samples=cfg.n).to(cfg.device)
+    return GraphSynth.chain(processors, num_samples=cfg.n).to(cfg.device)
 
 
 def _jtfs_config(cfg: DemoConfig) -> dict:

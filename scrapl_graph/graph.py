@@ -32,7 +32,7 @@ with warnings.catch_warnings():
     # GRAFX warns about the torchaudio version with a string comparison that
     # misreads "2.11" as older than "2.4"; the warning is spurious.
     warnings.simplefilter("ignore")
-    from grafx.data import GRAFX
+    from grafx.data import GRAFX, NodeConfigs
     from grafx.data.conversion import convert_to_tensor
     from grafx.render import prepare_render, render_grafx, reorder_for_fast_render
     from grafx.utils import count_nodes_per_type
@@ -301,6 +301,20 @@ class GraphSynth(nn.Module):
         self.num_inputs = types.count("in")
         self.order_method = order_method
         self._plans: Dict[Tuple[int, str], _BatchPlan] = {}
+
+    @classmethod
+    def chain(cls, processors: Mapping[str, nn.Module], num_samples: int, **kwargs) -> "GraphSynth":
+        """The serial graph ``in -> (each processor, in mapping order) -> out``.
+
+        Args:
+            processors: node type -> processor, one node each, in signal order.
+            num_samples, **kwargs: as for the constructor.
+        """
+        graph = GRAFX(config=NodeConfigs(list(processors)))
+        nodes = [graph.add(t) for t in ["in", *processors, "out"]]
+        for a, b in zip(nodes, nodes[1:]):
+            graph.connect(a, b)
+        return cls(graph, processors, num_samples, **kwargs)
 
     @property
     def n_theta(self) -> int:
