@@ -46,7 +46,7 @@ def test_warmup_shards_resume_and_write_probs(tmp_path, capsys):
     assert main(["warmup", str(config), "--out", str(out), "--end", "10", "--no-progress"]) == 0
     assert not (out / "probs.pt").exists()
     assert main(["warmup", str(config), "--out", str(out), "--no-progress", "--plot"]) == 0
-    probs = torch.load(out / "probs.pt")
+    probs = torch.load(out / "probs.pt")["probs"]
     assert torch.isclose(probs.sum(), torch.tensor(1.0, dtype=probs.dtype))
     assert (out / "path_probs.png").exists()
     assert "probs.pt" in capsys.readouterr().out

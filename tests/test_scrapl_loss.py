@@ -158,8 +158,8 @@ def test_pathwise_state_is_lazy_and_on_the_parameter_device():
     visited = len(loss.path_counts)
     # m, v and the SAGA memory per visited path, plus one running sum.
     assert loss.pathwise_state_bytes() == (3 * visited + 1) * n_weights * 8
-    for state, w in zip(loss._states, model.parameters()):
-        assert all(t.device == w.device for t in state.m.values())
+    for state, w in zip(loss.pathwise.states, model.parameters()):
+        assert all(t.device == w.device for t in state["m"].values())
 
 
 def test_gradient_already_present_is_refused():
@@ -246,7 +246,7 @@ def test_any_length_builds_one_transform_per_length():
     loss = SCRAPLLoss(None, **SMALL, use_p_adam=False, use_p_saga=False)
     for n in (512, 1000, 512):
         assert torch.isfinite(loss(torch.randn(1, 1, n), torch.randn(1, 1, n)))
-    assert sorted(k[0] for k in loss._jtfs_cache) == [512, 1000]
+    assert loss.transforms.lengths() == [512, 1000]
     fixed = SCRAPLLoss(512, **SMALL, use_p_adam=False, use_p_saga=False)
     with pytest.raises(ValueError, match="shape=512"):
         fixed(torch.randn(1, 1, 1000), torch.randn(1, 1, 1000))

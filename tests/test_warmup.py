@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from scrapl_graph import SCRAPLLoss
-from scrapl_graph.warmup import aggregate_vals, power_iteration, synth_is_per_example, theta_size
+from scrapl_graph.scrapl.curvature import power_iteration, synth_is_per_example, theta_size
+from scrapl_graph.scrapl.importance import aggregate_vals
 
 N = 1024
 CONFIG = dict(shape=N, J=3, Q1=1, Q2=1, J_fr=2, Q_fr=1)  # 7 paths
@@ -205,7 +206,7 @@ def test_save_dir_resume_refuse_and_partial_load(tmp_path, caplog, monkeypatch):
 
     # Partial directory: loads with a warning naming the missing paths.
     other = SCRAPLLoss(n_theta=3, **CONFIG)
-    with caplog.at_level(logging.WARNING, logger="scrapl_graph.warmup"):
+    with caplog.at_level(logging.WARNING, logger="scrapl_graph.losses.scrapl_theta_is"):
         other.load_probs_from_warmup_dir(save_dir)
     assert "[3, 4, 5, 6]" in caplog.text and other.loaded_probs_path == save_dir
 
@@ -222,7 +223,7 @@ def test_save_dir_resume_refuse_and_partial_load(tmp_path, caplog, monkeypatch):
     fresh.warmup_lc_hvp(*args, save_dir=save_dir, n_iter=5, progress=False)
     assert computed == [3, 4, 5, 6]
     assert os.path.isfile(os.path.join(save_dir, "probs.pt"))
-    assert torch.allclose(torch.load(os.path.join(save_dir, "probs.pt")), fresh.probs)
+    assert torch.allclose(torch.load(os.path.join(save_dir, "probs.pt"))["probs"], fresh.probs)
     loaded = SCRAPLLoss(n_theta=3, **CONFIG)
     loaded.load_probs_from_warmup_dir(save_dir)
     assert torch.allclose(loaded.probs, fresh.probs)

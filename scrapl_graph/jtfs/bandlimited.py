@@ -34,7 +34,7 @@ class BandLimitedBank(nn.Module):
         super().__init__()
         self._meta: Dict[str, tuple] = {}
 
-    def add(self, name: str, filters: np.ndarray, factor: int, dtype=torch.float32) -> None:
+    def add(self, name: str, filters: np.ndarray, factor: int, dtype: torch.dtype = torch.float32) -> None:
         """Register filters (n_filters, n) applied before a subsampling by ``factor``."""
         filters = np.atleast_2d(filters)
         n = filters.shape[-1]

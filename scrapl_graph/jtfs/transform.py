@@ -36,6 +36,7 @@ from .layout import (
     parse_support,
     path_set,
 )
+from ..checks import check_finite, check_real_float
 from .bandlimited import BandLimitedBank
 from .ops import frequential_operator, modulus, real_inverse, rfft
 
@@ -71,6 +72,12 @@ class JTFS(nn.Module):
             'global' (sum over time).
         F: frequential averaging: None (support ``2**J_fr``), an int support
             ``<= 2**(J_fr + 1) - 1``, or 'global' (sum over log-frequency).
+        dtype: floating dtype of the filters and of the computation (default
+            ``torch.get_default_dtype()``); the filters are designed in float64
+            and rounded once to it.
+        check_values: the NaN/Inf check of the input (see
+            :mod:`scrapl_graph.checks`): None checks CPU input only, True
+            always, False never.
 
     Attributes:
         paths: list of :class:`PathInfo`, one per second-order path, in the
@@ -83,8 +90,13 @@ class JTFS(nn.Module):
         TypeError, ValueError: on invalid sizes (see messages).
     """
 
-    def __init__(self, shape, J: int, Q1: int, Q2: int, J_fr: int, Q_fr: int, T=None, F=None):
+    def __init__(self, shape, J: int, Q1: int, Q2: int, J_fr: int, Q_fr: int, T=None, F=None,
+                 dtype: Optional[torch.dtype] = None, check_values: Optional[bool] = None):
         super().__init__()
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point and not dtype.is_complex):
+            raise TypeError(f"dtype must be a real floating-point torch.dtype, got {dtype!r}")
+        self.check_values = check_values
         if isinstance(shape, tuple):
             if len(shape) != 1:
                 raise ValueError(f"shape must be an int or a 1-tuple, got {shape!r}")
@@ -135,20 +147,20 @@ class JTFS(nn.Module):
         self.ind_start, self.ind_end = border_indices(max(self.log2_T, self.J), self.pad_left, self.pad_left + self.N)
 
         def buf(name: str, array) -> None:
-            self.register_buffer(name, torch.as_tensor(np.asarray(array), dtype=torch.float32), persistent=False)
+            self.register_buffer(name, torch.as_tensor(np.asarray(array), dtype=dtype), persistent=False)
 
         # Temporal filters are applied on their frequency support only; the
         # frequential ones act on a short axis and stay dense.
         self.bank = BandLimitedBank()
         for g, (k1, start, end) in enumerate(self.groups):
-            self.bank.add(f"psi1_{g}", np.stack([f.levels[0] for f in psi1[start:end]]), 2**k1)
-            self.bank.add(f"phi_{k1}", phi.levels[k1], 2 ** (self.log2_T - k1))
+            self.bank.add(f"psi1_{g}", np.stack([f.levels[0] for f in psi1[start:end]]), 2**k1, dtype)
+            self.bank.add(f"phi_{k1}", phi.levels[k1], 2 ** (self.log2_T - k1), dtype)
         for n2 in sorted({p.n2 for p in self.paths}):
             j2 = self.j2[n2]
             for k1 in sorted({k for k, j in zip(self.k1, self.j1) if j < j2}):
-                self.bank.add(f"psi2_{n2}_{k1}", psi2[n2].levels[k1], 2 ** self._k2(j2, k1))
+                self.bank.add(f"psi2_{n2}_{k1}", psi2[n2].levels[k1], 2 ** self._k2(j2, k1), dtype)
             if self.average == "local" and f"phi_{j2}" not in self.bank:
-                self.bank.add(f"phi_{j2}", phi.levels[j2], 2 ** (self.log2_T - j2))
+                self.bank.add(f"phi_{j2}", phi.levels[j2], 2 ** (self.log2_T - j2), dtype)
         # Across log-frequency the axis is short (tens of bins), so each
         # frequential operator (zero-pad, filter, subsample) is one matrix.
         n_in = len(psi1)
@@ -197,23 +209,29 @@ class JTFS(nn.Module):
                 f"Q_fr={self.Q_fr}, T={self.T!r}, F={self.F!r}, n_paths={self.n_paths}")
 
     # ------------------------------------------------------------------ input
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the filters (and of the input this transform accepts)."""
+        return self.psi_fr_0.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.psi_fr_0.device
+
     def _prepare(self, x: Tensor) -> Tuple[Tensor, Tuple[int, ...]]:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.is_complex() or not x.is_floating_point():
-            raise TypeError(f"x must be a real floating-point tensor (float32 or float64), got dtype {x.dtype}")
-        if x.dtype != self.psi_fr_0.dtype:
-            raise TypeError(f"x has dtype {x.dtype} but the filters are {self.psi_fr_0.dtype}; "
-                            f"convert the module with .to({x.dtype}) or the input with .to({self.psi_fr_0.dtype})")
+        x = check_real_float(x, "x")
+        if x.dtype != self.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the filters are {self.dtype}; "
+                            f"convert the module with .to({x.dtype}) or the input with .to({self.dtype})")
         if x.ndim < 1:
             raise ValueError("x must have at least one dimension (..., N), got a 0-d tensor")
         if x.shape[-1] != self.N:
             raise ValueError(f"x has length {x.shape[-1]} on its last axis, expected shape={self.N}")
-        if x.device != self.psi_fr_0.device:
-            raise ValueError(f"x is on {x.device} but the filters are on {self.psi_fr_0.device}; move the module with .to(device)")
-        # A finite sum proves every sample finite; only overflow needs the elementwise check.
-        if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
-            raise ValueError("x contains NaN or Inf values; expected finite audio samples")
+        if x.numel() == 0:
+            raise ValueError(f"x has shape {tuple(x.shape)}: no signal to transform (an axis of size 0)")
+        if x.device != self.device:
+            raise ValueError(f"x is on {x.device} but the filters are on {self.device}; move the module with .to(device)")
+        check_finite(x, "x", self.check_values)
         batch_shape = tuple(x.shape[:-1])
         x = x.reshape(-1, 1, self.N)
         x = Fn.pad(x, (self.pad_left, self.pad_right), mode="reflect")[:, 0]

@@ -1,7 +1,7 @@
-"""The per-path distance shared by the SCRAPL and full-JTFS losses, and input checks."""
+"""The per-path distance shared by the SCRAPL and full-JTFS losses."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -31,24 +31,3 @@ def path_distance(S: Tensor, S_target: Tensor, p: float = 2.0, log1p_eps: Option
     # the unused branch finite, so second derivatives are 0, not NaN.
     nonzero = total > 0
     return torch.where(nonzero, torch.where(nonzero, total, 1.0) ** (1.0 / p), 0.0)
-
-
-def check_pair(x: Tensor, x_target: Tensor) -> Tuple[int, int]:
-    """Validate an auraloss-style (batch, channels, samples) pair; return (batch * channels, samples).
-
-    Raises:
-        TypeError: for non-tensors or non-real-floating dtypes.
-        ValueError: for a wrong ndim, mismatched shapes, or NaN/Inf values.
-    """
-    for name, t in (("x", x), ("x_target", x_target)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.is_complex() or not t.is_floating_point():
-            raise TypeError(f"{name} must be a real floating-point tensor, got dtype {t.dtype}")
-        if t.ndim != 3:
-            raise ValueError(f"{name} must have shape (batch, channels, samples), got {tuple(t.shape)}")
-    if x.shape != x_target.shape:
-        raise ValueError(f"x and x_target must have the same shape, got {tuple(x.shape)} and {tuple(x_target.shape)}")
-    if x.dtype != x_target.dtype or x.device != x_target.device:
-        raise ValueError(f"x and x_target must share dtype and device, got {x.dtype}/{x.device} and {x_target.dtype}/{x_target.device}")
-    return x.shape[0] * x.shape[1], x.shape[2]

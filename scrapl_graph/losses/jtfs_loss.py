@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import logging
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_pair
 from ..jtfs import JTFS
-from .distance import check_pair, path_distance
+from .distance import path_distance
+from .transforms import TransformCache
 
 log = logging.getLogger(__name__)
 
@@ -36,45 +38,59 @@ class JTFSLoss(nn.Module):
         first_order: add the first-order JTFS paths to the path set.
         chunk_elements: complex elements of the largest intermediate of one
             chunk; smaller means less memory and more, smaller batches.
+        check_values: the NaN/Inf check of inputs (None: on CPU only; see
+            :mod:`scrapl_graph.checks`).
+
+    Dtype and device: see :mod:`scrapl_graph.losses.transforms` (built in the
+    default dtype, follows the input's floating dtype, computes on its own
+    device).
     """
 
     def __init__(self, shape: int, J: int = 12, Q1: int = 8, Q2: int = 2, J_fr: int = 3, Q_fr: int = 2,
                  T=None, F=None, p: float = 2.0, use_rho_log1p: bool = False, log1p_eps: float = 1e-3,
-                 first_order: bool = False, chunk_elements: int = 2**24):
+                 first_order: bool = False, chunk_elements: int = 2**24, check_values: Optional[bool] = None):
         super().__init__()
-        self.jtfs = JTFS(shape, J, Q1, Q2, J_fr, Q_fr, T=T, F=F)
+        self.transforms = TransformCache(dict(J=J, Q1=Q1, Q2=Q2, J_fr=J_fr, Q_fr=Q_fr, T=T, F=F), shape, check_values)
+        self.shape = self.transforms.get(shape).N  # builds (and validates) the default-dtype transform
         self.p = float(p)
         self.log1p_eps = float(log1p_eps) if use_rho_log1p else None
         self.first_order = bool(first_order)
         self.chunk_elements = int(chunk_elements)
 
-    def path_chunks(self, batch: int) -> List[List[int]]:
+    @property
+    def jtfs(self) -> JTFS:
+        """The transform in the loss's dtype."""
+        return self.transforms.get(self.shape)
+
+    def path_chunks(self, batch: int, jtfs: Optional[JTFS] = None) -> List[List[int]]:
         """Path indices grouped by n2 and split so that each chunk stays under ``chunk_elements``."""
+        jtfs = self.jtfs if jtfs is None else jtfs
         chunks: List[List[int]] = []
-        n_fr_padded = self.jtfs.n_fr_padded
-        for n2 in sorted({p.n2 for p in self.jtfs.paths}):
-            members = [p.idx for p in self.jtfs.paths if p.n2 == n2]
-            n_time = self.jtfs.n_padded // 2 ** self.jtfs.j2[n2]
+        n_fr_padded = jtfs.n_fr_padded
+        for n2 in sorted({p.n2 for p in jtfs.paths}):
+            members = [p.idx for p in jtfs.paths if p.n2 == n2]
+            n_time = jtfs.n_padded // 2 ** jtfs.j2[n2]
             size = max(1, self.chunk_elements // (batch * n_fr_padded * n_time))
             chunks.extend(members[i : i + size] for i in range(0, len(members), size))
         return chunks
 
     def forward(self, x: Tensor, x_target: Tensor) -> Tensor:
         """Loss between estimate ``x`` and target ``x_target``, both (batch, channels, samples)."""
-        batch, n = check_pair(x, x_target)
+        batch, n = check_pair(x, x_target, self.transforms.device, check_values=self.transforms.check_values)
+        jtfs = self.transforms.get(n, x.dtype)
         x = x.reshape(batch, n)
         x_target = x_target.reshape(batch, n)
         with torch.no_grad():
-            target_spectra, _ = self.jtfs.scalogram_spectra(x_target)
-        spectra, _ = self.jtfs.scalogram_spectra(x)
+            target_spectra, _ = jtfs.scalogram_spectra(x_target)
+        spectra, _ = jtfs.scalogram_spectra(x)
         meta = [(k1, start) for k1, start, _ in spectra]
-        chunks = self.path_chunks(batch)
+        chunks = self.path_chunks(batch, jtfs)
         n_terms = sum(len(c) for c in chunks)
 
         def chunk_loss(idxs: Sequence[int], u1_hats: Sequence[Tensor]) -> Tensor:
-            S = self.jtfs.paths_from_spectra([(k, s, u) for (k, s), u in zip(meta, u1_hats)], idxs)
+            S = jtfs.paths_from_spectra([(k, s, u) for (k, s), u in zip(meta, u1_hats)], idxs)
             with torch.no_grad():
-                S_target = self.jtfs.paths_from_spectra(target_spectra, idxs)
+                S_target = jtfs.paths_from_spectra(target_spectra, idxs)
             return path_distance(S, S_target, self.p, self.log1p_eps).sum() / (batch * n_terms)
 
         tensors = [s for _, _, s in spectra]
@@ -83,9 +99,9 @@ class JTFSLoss(nn.Module):
         else:
             loss = sum(chunk_loss(idxs, tensors) for idxs in chunks)
         if self.first_order:
-            S1 = self.jtfs.first_order(x)
+            S1 = jtfs.first_order(x)
             with torch.no_grad():
-                S1_target = self.jtfs.first_order(x_target)
+                S1_target = jtfs.first_order(x_target)
             first = path_distance(S1, S1_target, self.p, self.log1p_eps).mean(dim=0).sum()
             loss = (loss * n_terms + first) / (n_terms + S1.shape[1])
         return loss

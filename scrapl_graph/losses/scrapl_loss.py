@@ -1,46 +1,81 @@
-"""SCRAPLLoss: the JTFS distance of one randomly drawn path per step, with P-Adam and P-SAGA."""
+"""SCRAPLLoss: the JTFS distance of one randomly drawn path per step.
+
+The loss composes the pieces of :mod:`scrapl_graph.scrapl`: a
+:class:`~scrapl_graph.scrapl.PathSampler` draws the path, the transforms
+compute its coefficients, P-Adam/P-SAGA act through the optimizer form
+(:meth:`SCRAPLLoss.make_optimizer`) or the hook form
+(:meth:`SCRAPLLoss.attach_params`), and theta-IS fills the path probabilities
+(:mod:`.scrapl_theta_is`).
+"""
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import numbers
 import weakref
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_pair
 from ..jtfs import JTFS
 from ..jtfs.layout import check_path_index
-from ..pathwise import PathwiseState
-from ..sampling import PathSampler, check_probs, load_probs_file, synchronize_path
-from ..warmup import WarmupMixin
-from .distance import check_pair, path_distance
+from ..scrapl import ImportanceTable, PathSampler, PathwiseAdamSAGA, PathwiseConfig, PathwiseHooks, synchronize_path
+from ..scrapl.probs_file import load_probs_file, path_set_identity, save_probs
+from ..scrapl import curvature
+from ..scrapl.sampler import check_probs
+from .distance import path_distance
+from . import scrapl_theta_is as theta_is
+from .transforms import TransformCache
 
 log = logging.getLogger(__name__)
 
 
-class SCRAPLLoss(WarmupMixin, nn.Module):
+def _check_config(use_p_adam, use_rho_log1p, grad_mult, n_theta, min_prob_frac, paths_per_step, use_p_saga, p,
+                  betas) -> None:
+    if use_p_adam and not use_rho_log1p and not grad_mult > 1.0:
+        raise ValueError(f"use_p_adam without use_rho_log1p needs grad_mult > 1 to avoid float precision "
+                         f"loss when squaring tiny gradients, got grad_mult={grad_mult}")
+    if not (isinstance(n_theta, numbers.Integral) and n_theta >= 1):
+        raise ValueError(f"n_theta must be an integer >= 1, got {n_theta!r}")
+    if not 0.0 <= min_prob_frac < 1.0:
+        raise ValueError(f"min_prob_frac must be in [0, 1), got {min_prob_frac}")
+    if not (isinstance(paths_per_step, numbers.Integral) and paths_per_step >= 1):
+        raise ValueError(f"paths_per_step must be an integer >= 1, got {paths_per_step!r}")
+    if paths_per_step > 1 and (use_p_adam or use_p_saga):
+        raise ValueError("paths_per_step > 1 mixes paths in one gradient, but P-Adam and P-SAGA keep "
+                         "per-path state: set use_p_adam=False and use_p_saga=False")
+    if p <= 0:
+        raise ValueError(f"p must be positive, got {p}")
+    for name, beta in zip(("p_adam_b1", "p_adam_b2"), betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {beta}")
+
+
+class SCRAPLLoss(nn.Module):
     """Scattering Transform with Random Paths for Machine Learning (SCRAPL) for the JTFS.
 
-    Each call draws a path p of the JTFS (by default uniformly) and returns
-    ``mean_b || rho(S_p x_target_b) - rho(S_p x_b) ||_p``. Under uniform
-    sampling its expectation and the expectation of its gradient are the
-    full-tree :class:`JTFSLoss` and its gradient (paper, Prop. 3.1).
+    Each training call draws a path p of the JTFS (by default uniformly) and
+    returns ``mean_b || rho(S_p x_target_b) - rho(S_p x_b) ||_p``. Under
+    uniform sampling its expectation and the expectation of its gradient are
+    the full-tree :class:`JTFSLoss` and its gradient (paper, Prop. 3.1).
 
-    With parameters attached (:meth:`attach_params`), gradients are
-    transformed during ``backward`` by P-Adam and P-SAGA exactly as in the
-    paper's Algorithm 1 (see :mod:`scrapl_graph.pathwise`); use plain SGD
-    (no momentum, optional weight decay) as the optimizer then. This departs
-    from the reference package ``scrapl-loss`` 0.1.0, which divides the
-    P-SAGA average by one path fewer when the path was seen before, uses k + 1
-    in the bias correction, and adds epsilon outside the square root.
+    P-Adam and P-SAGA (paper, Algorithm 1; :mod:`scrapl_graph.scrapl.pathwise`)
+    act in one of two forms with the same math: the optimizer
+    ``loss.make_optimizer(params, lr)`` (a :class:`~scrapl_graph.scrapl.PathwiseAdamSAGA`),
+    or, as in the reference package, ``loss.attach_params(params)`` with plain
+    SGD. This departs from the reference package ``scrapl-loss`` 0.1.0, which
+    divides the P-SAGA average by one path fewer when the path was seen
+    before, uses k + 1 in the bias correction, and adds epsilon outside the
+    square root.
+
+    Dtype and device: see :mod:`scrapl_graph.losses.transforms` (built in the
+    default dtype, follows the input's floating dtype, computes on its own device).
 
     The constructor arguments and defaults are the reference package's; the
-    extras are ``paths_per_step`` and ``cache_target``, and ``shape`` may be
-    None (taken from each input; a JTFS is built and cached per length,
-    device and dtype).
+    extras are ``paths_per_step``, ``cache_target`` and ``check_values``, and
+    ``shape`` may be None (any length; a JTFS is built per length and dtype).
 
     Args:
         shape: signal length, or None for any length.
@@ -48,9 +83,9 @@ class SCRAPLLoss(WarmupMixin, nn.Module):
         p: order of the per-path norm.
         use_rho_log1p: compare ``log1p(S / log1p_eps)`` instead of S.
         log1p_eps: epsilon of the log compression.
-        grad_mult: factor applied to attached parameters' gradients before
-            P-Adam (guards against float precision loss when squaring tiny
-            JTFS gradients); must be > 1 with P-Adam and no log1p.
+        grad_mult: factor applied to gradients before P-Adam (guards against
+            float precision loss when squaring tiny JTFS gradients); must be
+            > 1 with P-Adam and no log1p.
         use_p_adam, use_p_saga: the per-path gradient stabilisers.
         sample_all_paths_first: visit every path once before sampling from probs.
         n_theta: number of synth parameters (theta-importance sampling).
@@ -59,11 +94,11 @@ class SCRAPLLoss(WarmupMixin, nn.Module):
         eps: numerical floor for probability computations.
         p_adam_b1, p_adam_b2, p_adam_eps: P-Adam hyperparameters.
         paths_per_step: draw this many paths (i.i.d.) per call and average their
-            distances; they share one first-order scalogram. Requires P-Adam and
-            P-SAGA off (their state is per path).
+            distances (one shared first-order scalogram). Needs P-Adam and P-SAGA off.
         cache_target: reuse a target's path coefficients while the same target
-            tensor (same object, unmodified) is passed again, e.g. when
-            optimizing parameters towards one recording.
+            tensor (same object, unmodified) is passed again.
+        check_values: the NaN/Inf check of inputs (None: on CPU only; see
+            :mod:`scrapl_graph.checks`).
 
     Attributes:
         n_paths, unif_prob, probs, curr_path_idx, path_counts: as in the reference.
@@ -77,94 +112,64 @@ class SCRAPLLoss(WarmupMixin, nn.Module):
                  use_p_adam: bool = True, use_p_saga: bool = True, sample_all_paths_first: bool = False,
                  n_theta: int = 1, min_prob_frac: float = 0.0, probs_path: Optional[str] = None,
                  eps: float = 1e-12, p_adam_b1: float = 0.9, p_adam_b2: float = 0.999, p_adam_eps: float = 1e-8,
-                 paths_per_step: int = 1, cache_target: bool = True):
+                 paths_per_step: int = 1, cache_target: bool = True, check_values: Optional[bool] = None):
         super().__init__()
-        if use_p_adam and not use_rho_log1p and not grad_mult > 1.0:
-            raise ValueError(f"use_p_adam without use_rho_log1p needs grad_mult > 1 to avoid float precision "
-                             f"loss when squaring tiny gradients, got grad_mult={grad_mult}")
-        if not (isinstance(n_theta, numbers.Integral) and n_theta >= 1):
-            raise ValueError(f"n_theta must be an integer >= 1, got {n_theta!r}")
-        if not 0.0 <= min_prob_frac < 1.0:
-            raise ValueError(f"min_prob_frac must be in [0, 1), got {min_prob_frac}")
-        if not (isinstance(paths_per_step, numbers.Integral) and paths_per_step >= 1):
-            raise ValueError(f"paths_per_step must be an integer >= 1, got {paths_per_step!r}")
-        if paths_per_step > 1 and (use_p_adam or use_p_saga):
-            raise ValueError("paths_per_step > 1 mixes paths in one gradient, but P-Adam and P-SAGA keep "
-                             "per-path state: set use_p_adam=False and use_p_saga=False")
-        if p <= 0:
-            raise ValueError(f"p must be positive, got {p}")
-        for name, beta in (("p_adam_b1", p_adam_b1), ("p_adam_b2", p_adam_b2)):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {beta}")
+        _check_config(use_p_adam, use_rho_log1p, grad_mult, n_theta, min_prob_frac, paths_per_step, use_p_saga,
+                      p, (p_adam_b1, p_adam_b2))
         self.jtfs_config = dict(J=J, Q1=Q1, Q2=Q2, J_fr=J_fr, Q_fr=Q_fr, T=T, F=F)
-        self.shape = shape
-        self.p = p
-        self.use_rho_log1p = use_rho_log1p
-        self.log1p_eps = log1p_eps
-        self.grad_mult = grad_mult
-        self.use_p_adam = use_p_adam
-        self.use_p_saga = use_p_saga
+        self.shape, self.p = shape, p
+        self.use_rho_log1p, self.log1p_eps, self.grad_mult = use_rho_log1p, log1p_eps, grad_mult
+        self.use_p_adam, self.use_p_saga = use_p_adam, use_p_saga
         self.sample_all_paths_first = sample_all_paths_first
-        self.n_theta = int(n_theta)
-        self.min_prob_frac = min_prob_frac
-        self.eps = eps
+        self.n_theta, self.min_prob_frac, self.eps = int(n_theta), min_prob_frac, eps
         self.p_adam_b1, self.p_adam_b2, self.p_adam_eps = p_adam_b1, p_adam_b2, p_adam_eps
-        self.paths_per_step = int(paths_per_step)
-        self.cache_target = cache_target
+        self.paths_per_step, self.cache_target = int(paths_per_step), cache_target
 
-        self._jtfs_cache: Dict[tuple, JTFS] = {}
-        if shape is not None:
-            layout = self._jtfs_for(shape, torch.device("cpu"), torch.float32)
-        else:
-            # The path set does not depend on the length: any valid length gives it.
-            layout = JTFS(max(2**J, T if isinstance(T, int) else 0), **self.jtfs_config)
-        self.paths = layout.paths
-        self.scrapl_keys = layout.keys
-        self.n_paths = layout.n_paths
+        self.transforms = TransformCache(self.jtfs_config, shape, check_values)
+        # The path set does not depend on the length: any valid length gives it.
+        layout = self.transforms.get(shape) if shape is not None else JTFS(max(2**J, T if isinstance(T, int) else 0),
+                                                                             **self.jtfs_config)
+        self.paths, self.scrapl_keys, self.n_paths = layout.paths, layout.keys, layout.n_paths
         self.unif_prob = 1.0 / self.n_paths
         self.min_prob = self.unif_prob * self.min_prob_frac
+        self.identity = path_set_identity(self.jtfs_config, self.scrapl_keys)
 
         self.sampler = PathSampler(self.n_paths, sample_all_paths_first)
+        self.importance = ImportanceTable(self.n_theta, self.n_paths, min_prob_frac, eps)
+        self.pathwise = PathwiseHooks(self, PathwiseConfig(self.n_paths, use_p_adam, use_p_saga, p_adam_b1,
+                                                           p_adam_b2, p_adam_eps, grad_mult))
         self.loaded_probs_path: Optional[str] = None
-        self._init_theta_is()
         if probs_path is not None:
             self.load_probs(probs_path)
         self.curr_path_idx: Optional[int] = None
         self.curr_path_idxs: List[int] = []
         self.step_count = 0
-
-        self.attached_params: List[Tensor] = []
-        self._states: List[PathwiseState] = []
-        self._hooks: list = []
-        self._pending: set = set()
         self._target: Optional[tuple] = None
-        log.info("SCRAPLLoss: J=%s, Q1=%s, Q2=%s, J_fr=%s, Q_fr=%s, T=%s, F=%s; %d paths (unif_prob %.8f); "
-                 "p_adam=%s, p_saga=%s, grad_mult=%g, log1p=%s", J, Q1, Q2, J_fr, Q_fr, T, F, self.n_paths,
-                 self.unif_prob, use_p_adam, use_p_saga, grad_mult, use_rho_log1p)
+        log.info("SCRAPLLoss: %s; %d paths; p_adam=%s, p_saga=%s, grad_mult=%g, log1p=%s", self.jtfs_config,
+                 self.n_paths, use_p_adam, use_p_saga, grad_mult, use_rho_log1p)
 
     # ------------------------------------------------------------------ JTFS
-    def _jtfs_for(self, n: int, device: torch.device, dtype: torch.dtype) -> JTFS:
-        if self.shape is not None and n != self.shape:
-            raise ValueError(f"signals have {n} samples but this loss was built for shape={self.shape} "
-                             f"(pass shape=None to accept any length)")
-        key = (n, device, dtype)
-        if key not in self._jtfs_cache:
-            base_key = (n, torch.device("cpu"), torch.float32)
-            if base_key not in self._jtfs_cache:
-                self._jtfs_cache[base_key] = JTFS(n, **self.jtfs_config)
-            self._jtfs_cache[key] = copy.deepcopy(self._jtfs_cache[base_key]).to(device=device, dtype=dtype)
-        return self._jtfs_cache[key]
-
     @property
     def jtfs(self) -> JTFS:
-        """The float32 CPU transform of the configured ``shape``."""
+        """The transform of the configured ``shape`` in the loss's dtype."""
         if self.shape is None:
             raise AttributeError("this loss accepts any length (shape=None): use jtfs_for(n)")
-        return self._jtfs_for(self.shape, torch.device("cpu"), torch.float32)
+        return self.transforms.get(self.shape)
 
-    def jtfs_for(self, n: int, device="cpu", dtype=torch.float32) -> JTFS:
-        """The (cached) transform for signals of ``n`` samples on ``device`` in ``dtype``."""
-        return self._jtfs_for(n, torch.device(device), dtype)
+    def jtfs_for(self, n: int, device=None, dtype: Optional[torch.dtype] = None) -> JTFS:
+        """The (cached) transform for signals of ``n`` samples in ``dtype`` (default: the loss's).
+
+        Raises:
+            ValueError: if ``device`` is not the loss's device (move the loss with ``.to``).
+        """
+        if device is not None and torch.device(device) != self.transforms.device:
+            raise ValueError(f"this loss is on {self.transforms.device}, not {device}: move it with .to({device!r})")
+        return self.transforms.get(n, dtype)
+
+    @property
+    def path_info(self):
+        """Per-path metadata (:class:`scrapl_graph.PathInfo`), in path order."""
+        return self.paths
 
     # ---------------------------------------------------------- probabilities
     @property
@@ -180,25 +185,40 @@ class SCRAPLLoss(WarmupMixin, nn.Module):
         return self.sampler.path_counts
 
     def load_probs(self, probs_path: str) -> None:
-        """Load path probabilities from a ``.pt`` file (ours or the reference package's)."""
-        self.probs = load_probs_file(probs_path, self.n_paths)
+        """Load path probabilities from a ``.pt`` file: ours (checked against this loss's
+        JTFS configuration and path set) or the reference package's bare tensor."""
+        self.probs = load_probs_file(probs_path, self.n_paths, self.identity)
         self.loaded_probs_path = str(probs_path)
         log.info("Loaded path probabilities from %s (min %.6f, max %.6f)", probs_path,
                  self.probs.min().item(), self.probs.max().item())
+
+    def save_probs(self, path: str) -> None:
+        """Write ``probs`` with this loss's identity (JTFS configuration and path set) to ``path``."""
+        save_probs(path, self.probs, self.identity)
 
     def sample_path(self, seed: Optional[int] = None) -> int:
         """Draw a path index from ``probs`` (seeded draws match the reference package)."""
         return self.sampler.draw(seed, consume=self.training)
 
+    def manual_seed(self, seed: int) -> None:
+        """Restart the sampler's training stream from ``seed`` (training loops call this for repeatable runs)."""
+        self.sampler.manual_seed(seed)
+
+    def train(self, mode: bool = True) -> "SCRAPLLoss":
+        """Switch mode; entering evaluation rewinds the evaluation draws, so every evaluation pass sees the same paths."""
+        if not mode:
+            self.sampler.restart_evaluation()
+        return super().train(mode)
+
     # --------------------------------------------------------------- forward
-    def _choose_paths(self, seed: Optional[int], path_idx) -> List[int]:
+    def _choose_paths(self, seed: Optional[int], path_idx, device: torch.device) -> List[int]:
         if path_idx is not None:
             if seed is not None:
                 log.warning("seed is ignored when path_idx is given")
             requested = list(path_idx) if isinstance(path_idx, (list, tuple)) else [path_idx]
             return [check_path_index(i, self.n_paths, "path_idx") for i in requested]
         draws = [self.sample_path(seed if i == 0 or seed is None else seed + i) for i in range(self.paths_per_step)]
-        return draws
+        return [synchronize_path(i, device) for i in draws]
 
     def _target_coefficients(self, jtfs: JTFS, x_target: Tensor, flat: Tensor, idxs: List[int]) -> Tensor:
         if not self.cache_target:
@@ -225,12 +245,14 @@ class SCRAPLLoss(WarmupMixin, nn.Module):
 
         Returns:
             A scalar tensor.
+
+        Raises:
+            TypeError, ValueError: for bad input (see :func:`scrapl_graph.checks.check_pair`)
+                or a path index out of range.
         """
-        batch, n = check_pair(x, x_target)
-        jtfs = self._jtfs_for(n, x.device, x.dtype)
-        idxs = self._choose_paths(seed, path_idx)
-        if path_idx is None:
-            idxs = [synchronize_path(i, x.device) for i in idxs]
+        batch, n = check_pair(x, x_target, self.transforms.device, check_values=self.transforms.check_values)
+        jtfs = self.transforms.get(n, x.dtype)
+        idxs = self._choose_paths(seed, path_idx, x.device)
         S = jtfs.paths_coefficients(x.reshape(batch, n), idxs)
         S_target = self._target_coefficients(jtfs, x_target, x_target.reshape(batch, n), idxs)
         log1p_eps = self.log1p_eps if self.use_rho_log1p else None
@@ -240,83 +262,137 @@ class SCRAPLLoss(WarmupMixin, nn.Module):
             for i in idxs:
                 self.sampler.count(i)
             self.step_count += 1
-            self._pending = set(range(len(self.attached_params)))
+            self.pathwise.arm()
         return loss
 
-    # ------------------------------------------------- P-Adam / P-SAGA hooks
-    def attach_params(self, params: Iterable[Tensor]) -> None:
-        """Attach the trained parameters: their gradients then go through grad_mult, P-Adam and P-SAGA.
+    # ------------------------------------------------------ P-Adam / P-SAGA
+    def make_optimizer(self, params: Iterable, lr: float, weight_decay: float = 0.0) -> PathwiseAdamSAGA:
+        """The optimizer form of P-Adam / P-SAGA for ``params``: SGD on transformed gradients.
 
-        Attaching resets the per-path state; attach before :meth:`load_state_dict`
-        when resuming. Attach an empty list to detach.
+        Training loops use it as this loss's default optimizer; see
+        :class:`~scrapl_graph.scrapl.PathwiseAdamSAGA`.
+        """
+        return PathwiseAdamSAGA(params, lr=lr, weight_decay=weight_decay, loss=self)
+
+    def attach_params(self, params: Iterable[Tensor]) -> None:
+        """Attach the trained parameters: their gradients then go through grad_mult, P-Adam and P-SAGA
+        during ``backward`` (use plain SGD). Attaching resets the per-path state; attach before
+        :meth:`load_state_dict` when resuming. Attach an empty list to detach.
 
         Raises:
             TypeError: if an element is not a tensor that requires grad.
         """
-        params = list(params)
-        for i, param in enumerate(params):
-            if not isinstance(param, Tensor) or not param.requires_grad:
-                raise TypeError(f"attached parameter {i} must be a tensor that requires grad, got {type(param).__name__}")
-        n_previous = len(self.attached_params)
-        self._detach_hooks()
-        self.attached_params = params
-        self._states = [PathwiseState(self.n_paths, self.use_p_adam, self.use_p_saga, self.p_adam_b1,
-                                      self.p_adam_b2, self.p_adam_eps) for _ in params]
-        for i, param in enumerate(params):
-            self._hooks.append(param.register_hook(functools.partial(self._grad_hook, param_idx=i)))
-        if params:
-            log.info("Attached %d parameter tensors (%d weights)", len(params), sum(q.numel() for q in params))
-        else:
-            log.info("Detached %d parameter tensors", n_previous)
+        self.pathwise.attach(params)
 
-    def _detach_hooks(self) -> None:
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks = []
-        self._pending = set()
-
-    def _grad_hook(self, grad: Tensor, param_idx: int) -> Tensor:
-        if not self.training or param_idx not in self._pending:
-            return grad
-        self._pending.discard(param_idx)
-        param = self.attached_params[param_idx]
-        if param.grad is not None and bool(param.grad.any()):
-            raise ValueError(f"attached parameter {param_idx} already holds a gradient: call zero_grad() before "
-                             f"each SCRAPL backward (P-Adam/P-SAGA transform one path's gradient)")
-        if self.grad_mult != 1.0:
-            grad = grad * self.grad_mult
-        if self.use_p_adam or self.use_p_saga:
-            grad = self._states[param_idx].step(grad, self.curr_path_idx, self.step_count)
-        return grad
+    @property
+    def attached_params(self) -> List[Tensor]:
+        return self.pathwise.params
 
     def pathwise_state_bytes(self) -> int:
-        """Memory held by P-Adam / P-SAGA state (visited paths only)."""
-        return sum(s.nbytes() for s in self._states)
+        """Memory held by the hook form's P-Adam / P-SAGA state (visited paths only)."""
+        return self.pathwise.nbytes()
+
+    # ------------------------------------------------------------ theta-IS
+    def update_prob(self, path_idx: int, val: Union[float, Tensor], theta_idx: int = 0) -> None:
+        """Record the importance ``val = C[theta_idx, path_idx]`` and update ``probs`` (paper, eq. 10;
+        see :class:`~scrapl_graph.scrapl.ImportanceTable` for partially updated sets).
+
+        Raises:
+            ValueError: if probabilities were loaded from a file, an index is out
+                of range, or ``val`` is negative or not finite.
+        """
+        if self.loaded_probs_path is not None:
+            raise ValueError(f"cannot update probabilities loaded from {self.loaded_probs_path!r}; call clear() first")
+        self.probs = self.importance.update(path_idx, val, theta_idx)
+
+    def warmup_lc_hvp(self, theta_fn: Callable[..., Tensor], synth_fn: Callable[..., Tensor],
+                      theta_fn_kwargs: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]],
+                      params: Sequence[Tensor], synth_fn_kwargs=None, start_path_idx: int = 0,
+                      end_path_idx: Optional[int] = None, save_dir: Optional[str] = "scrapl_warmup",
+                      n_iter: int = 20, agg: str = "none", force_multibatch: bool = False, **options) -> Dict[int, Tensor]:
+        r"""theta-IS warmup: path probabilities from the local curvature of each path's loss.
+
+        For each path p in ``[start_path_idx, end_path_idx)`` and theta coordinate u,
+        ``C[u, p] = |lambda_max(grad_w(s_{x,u,p}(w) grad_w E_{x,u}(w)))|`` (paper, eq. 12) by power
+        iteration (:mod:`scrapl_graph.scrapl.curvature`), then :meth:`update_prob` (eq. 10).
+
+        Args:
+            theta_fn: encoder, ``theta_fn(**theta_fn_kwargs[i])`` -> theta ``(..., n_theta)``;
+                deterministic. For graph parameters: return the parameter tensor itself.
+            synth_fn: synth, ``synth_fn(theta, **synth_fn_kwargs[i])`` -> audio ``(B, C, N)``; deterministic.
+            theta_fn_kwargs: one batch (dict) or a list of batches, each holding the target audio ``"x"``;
+                over several batches the operators are summed.
+            params: the weights w that theta depends on.
+            synth_fn_kwargs: extra synth arguments, one dict per batch (or a dict for one batch).
+            start_path_idx, end_path_idx: the path range (default: all paths).
+            save_dir: directory for the values (atomic ``vals_<p>.pt`` files beside a manifest; a
+                re-run skips the paths done; ``probs.pt`` when all are done), or None.
+            n_iter: maximum power-iteration steps.
+            agg: ``"none"``: one eigenvalue over all params; ``"mean"``, ``"max"``, ``"med"``: one
+                per parameter tensor, then aggregated.
+            force_multibatch: accepted for compatibility (one batch or a list of one are the same here).
+            **options: ``tol`` (relative change that stops a power iteration, 1e-4), ``seed`` (of the
+                start vectors, 0), ``theta_hessian`` (``"full"``, ``"per_example"`` or ``"auto"``),
+                ``hvp_chunk`` (tangents per double-backward pass), ``distributed`` (shard over
+                ``torch.distributed`` ranks; default: when a group is initialized), ``progress``.
+
+        Returns:
+            ``{path_idx: (G, n_theta) values}`` for the whole range (all shards).
+
+        Raises:
+            ValueError: for bad ranges, options or inputs, a ``save_dir`` written for another
+                configuration, loaded probabilities or attached parameters.
+            TypeError: for ill-typed inputs.
+        """
+        return theta_is.warmup_lc_hvp(self, theta_fn, synth_fn, theta_fn_kwargs, params, synth_fn_kwargs,
+                                      start_path_idx, end_path_idx, save_dir, n_iter, agg, force_multibatch,
+                                      **options)
+
+    def calc_theta_eigs(self, path_idx: int, theta_fn: Callable[..., Tensor], synth_fn: Callable[..., Tensor],
+                        theta_fn_kwargs, params: Sequence[Tensor], synth_fn_kwargs=None, **options) -> Tensor:
+        """``(G, n_theta)`` signed largest eigenvalues of path ``path_idx``, one row per parameter group
+        (options as :meth:`warmup_lc_hvp`, plus ``param_groups``)."""
+        return theta_is.calc_theta_eigs(self, path_idx, theta_fn, synth_fn, theta_fn_kwargs, params,
+                                        synth_fn_kwargs, **options)
+
+    check_is_deterministic = staticmethod(curvature.check_is_deterministic)
+
+    def load_probs_from_warmup_dir(self, warmup_dir: str, agg: str = "none") -> None:
+        """Set ``probs`` from the values of a (possibly sharded or partial) warmup directory; clears the
+        loss first. Directories of the reference package (no manifest) are read as well.
+
+        Raises:
+            ValueError: if the directory does not exist, holds no values, or was written for another
+                JTFS configuration, path set or ``n_theta``.
+        """
+        theta_is.load_probs_from_warmup_dir(self, warmup_dir, agg)
+
+    def plot_probs(self, path: str, sample_rate: float, **kwargs) -> str:
+        """Write a PNG of the path probabilities over the rate-scale plane (:func:`scrapl_graph.plotting.plot_probs`)."""
+        from ..plotting import plot_probs
+
+        return plot_probs(self, path, sample_rate=sample_rate, **kwargs)
 
     # ----------------------------------------------------------------- state
     def clear(self) -> None:
-        """Forget visits, the step counter, per-path gradient state and attached parameters; reset probs to uniform."""
+        """Forget visits, the step counter, per-path state, attached parameters and theta-IS values;
+        reset probs to uniform."""
         self.curr_path_idx, self.curr_path_idxs = None, []
         self.sampler.clear()
         self.sampler.probs = torch.full((self.n_paths,), self.unif_prob, dtype=torch.float64)
         self.loaded_probs_path = None
         self.step_count = 0
-        self._detach_hooks()
-        self.attached_params, self._states = [], []
+        self.pathwise.detach()
         self._target = None
-        self._clear_theta_is()
+        self.importance.clear()
         log.info("Cleared state")
 
     def get_extra_state(self) -> dict:
         return copy.deepcopy({
-            "format": 1,
-            "n_paths": self.n_paths,
-            "step_count": self.step_count,
-            "curr_path_idx": self.curr_path_idx,
-            "loaded_probs_path": self.loaded_probs_path,
-            "sampler": self.sampler.state_dict(),
-            "pathwise": [s.state_dict() for s in self._states],
-            "theta_is": self._theta_is_state(),
+            "format": 1, "n_paths": self.n_paths, "step_count": self.step_count,
+            "curr_path_idx": self.curr_path_idx, "loaded_probs_path": self.loaded_probs_path,
+            "sampler": self.sampler.state_dict(), "pathwise": self.pathwise.state_dict(),
+            "theta_is": self.importance.state_dict(),
         })
 
     def set_extra_state(self, state: dict) -> None:
@@ -324,19 +400,9 @@ class SCRAPLLoss(WarmupMixin, nn.Module):
             raise ValueError("not a SCRAPLLoss state")
         if state["n_paths"] != self.n_paths:
             raise ValueError(f"state is for {state['n_paths']} paths, this loss has {self.n_paths}")
-        pathwise = state["pathwise"]
-        if pathwise and len(pathwise) != len(self.attached_params):
-            raise ValueError(f"state holds P-Adam/P-SAGA state for {len(pathwise)} parameter tensors but "
-                             f"{len(self.attached_params)} are attached: call attach_params() first")
+        self.pathwise.load_state_dict(state["pathwise"])
         self.sampler.load_state_dict(state["sampler"])
         self.step_count = int(state["step_count"])
         self.curr_path_idx = state["curr_path_idx"]
         self.loaded_probs_path = state["loaded_probs_path"]
-        self._load_theta_is_state(state.get("theta_is"))
-        for pstate, saved, param in zip(self._states, pathwise, self.attached_params):
-            pstate.load_state_dict(saved, param)
-
-    @property
-    def path_info(self):
-        """Per-path metadata (:class:`scrapl_graph.PathInfo`), in path order."""
-        return self.paths
+        self.importance.load_state_dict(state.get("theta_is"))

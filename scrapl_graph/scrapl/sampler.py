@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections import defaultdict
 from typing import List, Optional
 
@@ -37,39 +36,60 @@ def check_probs(probs: Tensor, n_paths: int, atol: float = 1e-6, min_prob: float
     return probs
 
 
+def _fresh_generator(seed: Optional[int] = None) -> torch.Generator:
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed))
+    return generator
+
+
 class PathSampler:
     """Categorical draws of path indices with the reference package's conventions.
 
     ``draw(seed)`` with a seed reseeds a private CPU generator and draws with
     ``torch.multinomial``, so a seed gives the same path as the reference
-    package. Without a seed the sampler's own generator continues its stream;
-    it is seeded from torch's global generator at construction (so
-    ``torch.manual_seed`` makes runs reproducible) and saved in the state, so
-    that a resumed run draws the same paths as an uninterrupted one.
+    package. Without a seed, training draws continue the sampler's own
+    stream: it is seeded from torch's global generator at construction (so
+    ``torch.manual_seed`` before building the loss makes runs reproducible),
+    reseeded by :meth:`manual_seed`, and saved in the state, so that a
+    resumed run draws the same paths as an uninterrupted one. Evaluation
+    draws (``consume=False``) come from a second stream that
+    :meth:`restart_evaluation` rewinds, so that every evaluation pass sees
+    the same paths and training draws are not disturbed.
 
     Args:
         n_paths: number of paths.
         sample_all_paths_first: visit every path once, in random order, before
             drawing from ``probs``.
+        eval_seed: seed of the evaluation stream.
     """
 
-    def __init__(self, n_paths: int, sample_all_paths_first: bool = False):
+    def __init__(self, n_paths: int, sample_all_paths_first: bool = False, eval_seed: int = 0):
         self.n_paths = n_paths
         self.sample_all_paths_first = sample_all_paths_first
         self.probs = torch.full((n_paths,), 1.0 / n_paths, dtype=torch.float64)
         self.path_counts = defaultdict(int)
         self.unsampled_paths: List[int] = list(range(n_paths))
-        self.generator = torch.Generator(device="cpu")
-        self.generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        self.generator = _fresh_generator()
+        self.eval_seed = int(eval_seed)
+        self._eval_generator = _fresh_generator(self.eval_seed)
         self._seeded = torch.Generator(device="cpu")
 
+    def manual_seed(self, seed: int) -> None:
+        """Restart the training stream from ``seed`` (and rewind the evaluation stream)."""
+        self.generator.manual_seed(int(seed))
+        self.restart_evaluation()
+
+    def restart_evaluation(self) -> None:
+        """Rewind the evaluation stream: the next evaluation pass draws the same paths as the last one."""
+        self._eval_generator.manual_seed(self.eval_seed)
+
     def draw(self, seed: Optional[int] = None, consume: bool = True) -> int:
-        """One path index. ``consume=False`` (evaluation) leaves the visit-once queue untouched."""
-        if seed is None:
-            gen = self.generator
-        else:
+        """One path index. ``consume=False`` (evaluation) leaves the visit-once queue and training stream alone."""
+        if seed is not None:
             gen = self._seeded
             gen.manual_seed(int(seed))
+        else:
+            gen = self.generator if consume else self._eval_generator
         if self.sample_all_paths_first and self.unsampled_paths and len(self.path_counts) < self.n_paths:
             pick = int(torch.randint(0, len(self.unsampled_paths), (1,), generator=gen).item())
             return self.unsampled_paths.pop(pick) if consume else self.unsampled_paths[pick]
@@ -81,6 +101,7 @@ class PathSampler:
             self.unsampled_paths.remove(path)
 
     def clear(self) -> None:
+        """Forget the visits; the probabilities stay."""
         self.path_counts.clear()
         self.unsampled_paths = list(range(self.n_paths))
 
@@ -93,19 +114,6 @@ class PathSampler:
         self.path_counts = defaultdict(int, {int(k): int(v) for k, v in state["path_counts"].items()})
         self.unsampled_paths = [int(p) for p in state["unsampled_paths"]]
         self.generator.set_state(state["generator"])
-
-
-def load_probs_file(path: str, n_paths: int) -> Tensor:
-    """Load a probability vector saved with ``torch.save`` (ours or the reference's ``probs.pt``)."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"probs_path must be a path, got {type(path).__name__}")
-    if not os.path.isfile(path):
-        raise ValueError(f"probability file {path!r} does not exist")
-    try:
-        probs = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read probability file {path!r}: {err}") from err
-    return check_probs(probs, n_paths)
 
 
 def synchronize_path(path: int, device: torch.device) -> int:

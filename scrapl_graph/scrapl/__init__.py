@@ -1,0 +1,29 @@
+"""The parts of the SCRAPL algorithm, each usable alone.
+
+- :mod:`.sampler`: path probabilities, seeded draws, visit counts, rank sync;
+- :mod:`.pathwise`: P-Adam / P-SAGA (Algorithm 1), one implementation, and its
+  hook form; :mod:`.optim`: its ``torch.optim.Optimizer`` form;
+- :mod:`.curvature`: theta-IS curvature (power iteration on Hessian-vector products);
+- :mod:`.importance`: path probabilities from importance values (eq. 10);
+- :mod:`.warmup` and :mod:`.warmup_store`: the warmup loop and its directory;
+- :mod:`.probs_file`: probability files that carry their path set.
+
+None of these imports the losses; :class:`scrapl_graph.SCRAPLLoss` composes them.
+"""
+from .importance import AGGREGATIONS, ImportanceTable, aggregate_vals
+from .optim import PathwiseAdamSAGA
+from .pathwise import PathwiseConfig, PathwiseHooks, pathwise_step
+from .sampler import PathSampler, check_probs, synchronize_path
+
+__all__ = [
+    "AGGREGATIONS",
+    "ImportanceTable",
+    "PathSampler",
+    "PathwiseAdamSAGA",
+    "PathwiseConfig",
+    "PathwiseHooks",
+    "aggregate_vals",
+    "check_probs",
+    "pathwise_step",
+    "synchronize_path",
+]
