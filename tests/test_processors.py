@@ -1,4 +1,5 @@
 """Synths and effects: GRAFX protocol, gradients, randomness, physics, errors."""
+import logging
 import math
 import warnings
 
@@ -317,6 +318,46 @@ def test_drum_preset_round_trip_to_physical():
     phys = synth.physical(**params)
     for name, value in DRUM_PRESETS["snare"].items():
         torch.testing.assert_close(phys[name], torch.full((3, 1), value), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("sample_rate", [8000, 11025, 16000, 22050, 44100, 48000])
+@pytest.mark.parametrize("preset", sorted(DRUM_PRESETS))
+def test_drum_presets_render_at_every_sample_rate(preset, sample_rate):
+    synth = DrumSynth(sample_rate=sample_rate, num_samples=1024, seed=0)
+    params = synth.preset_parameters(preset, num_nodes=2)
+    assert set(params) == set(DrumSynth.PARAMETER_NAMES)
+    assert all(v.shape == (2, 1) and torch.isfinite(v).all() for v in params.values())
+    y = synth(None, **params)
+    assert y.shape == (2, 1, 1024) and torch.isfinite(y).all()
+    assert y.abs().amax(dim=-1).min() > 1e-3
+    phys = synth.physical(**params)
+    for name, value in phys.items():
+        rng = synth.ranges[name]
+        assert (value >= rng.minimum).all() and (value <= rng.maximum).all(), name
+        # Each value is the preset's, clamped into the (sample-rate dependent) range.
+        expected = min(max(DRUM_PRESETS[preset][name], rng.minimum), rng.maximum)
+        torch.testing.assert_close(value, torch.full((2, 1), expected), rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="unknown drum preset"):
+        synth.preset_parameters("cowbell")
+
+
+def test_drum_preset_clamp_is_logged(caplog):
+    synth = DrumSynth(sample_rate=11025, num_samples=256)
+    with caplog.at_level(logging.INFO, logger="scrapl_graph.processors.drum"):
+        synth.preset_parameters("snare")
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert "noise_filter_freq=5000 clamped" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="scrapl_graph.processors.drum"):
+        DrumSynth(sample_rate=44100, num_samples=256).preset_parameters("snare")
+    assert not caplog.records
+
+
+def test_drum_preset_outside_caller_range_is_refused():
+    synth = DrumSynth(sample_rate=11025, num_samples=256, ranges={"noise_filter_freq": (100.0, 4000.0)})
+    with pytest.raises(ValueError, match="noise_filter_freq"):
+        synth.preset_parameters("snare")
+    synth.preset_parameters("kick")  # 3 kHz lies inside
 
 
 # ------------------------------------------------------------ time shift

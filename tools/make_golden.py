@@ -1,8 +1,15 @@
 """Generate golden JTFS coefficients from the reference package (scrapl-loss 0.1.0).
 
-Run with the reference environment (``bash ../shared/tools/reference-env.sh``):
+Run with the reference environment, built by ``bash tools/reference_env.sh``
+(a venv ``.venv-ref`` with ``torch>=2.6,<2.12``, the matching torchaudio and
+``pip install scrapl-loss==0.1.0``, plus this repository installed
+``--no-deps -e .``):
 
     .venv-ref/bin/python tools/make_golden.py [--out tests/data]
+
+The reference's bundled kymatio is reached by ``import scrapl`` first, then
+``kymatio.scattering1d.frontend.torch_frontend`` (``kymatio.torch`` does not
+import with current scipy).
 
 For each config it stores the input signals and the reference's second-order
 paths (n_paths, F', T') per signal, plus its first-order joint paths when the

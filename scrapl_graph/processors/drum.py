@@ -111,16 +111,19 @@ class DrumSynth(RangedSynth):
     ``noise_filter_mode`` (``m``), ``click_level`` (``L_c``).
 
     Presets :data:`DRUM_PRESETS` (``"kick"``, ``"snare"``, ``"tom"``,
-    ``"hihat"``) are available through :meth:`preset_parameters`. For
-    misaligned (paper: "meso") sound matching, follow the synth with a
-    :class:`~scrapl_graph.processors.TimeShift` node. See
+    ``"hihat"``) are available through :meth:`preset_parameters` at every
+    sample rate (a cut-off above the sample-rate dependent filter range is
+    clamped into it). For misaligned (paper: "meso") sound matching, follow
+    the synth with a :class:`~scrapl_graph.processors.TimeShift` node. See
     :class:`ChirpletSynth` for how the synth sits in a GRAFX graph.
 
     Args:
         sample_rate (float): sample rate in Hz (paper: 44100).
         num_samples (int): output length (paper: 44100).
         ranges (Mapping[str, ParamRange or (min, max)], optional): overrides of
-            the default ranges, by parameter name (a pair keeps the default's scale).
+            the default ranges, by parameter name (a pair keeps the default's
+            scale). Without an override, the ``noise_filter_freq`` range is
+            narrowed to ``[min(100, 0.1 nyquist), min(16000, 0.9 nyquist)]``.
         click_decay (float): time constant of the click envelope in seconds.
         input_mode (str): ``"add"`` or ``"ignore"``.
         seed, generator, deterministic: source of the noise.
@@ -150,6 +153,9 @@ class DrumSynth(RangedSynth):
             if name not in self.ranges:
                 raise ValueError(f"unknown drum parameter {name!r}; choose from {list(self.ranges)}")
             self.ranges[name] = ParamRange.coerce(value, f"ranges[{name!r}]", log=self.ranges[name].log)
+        # Ranges the caller chose: presets outside them are refused rather
+        # than clamped (see preset_parameters).
+        self._caller_ranges = frozenset(ranges or ())
         nyquist = self.sample_rate / 2
         if not (ranges and "noise_filter_freq" in ranges):
             # The default filter range is meant for 44.1 kHz: keep it below
@@ -167,17 +173,40 @@ class DrumSynth(RangedSynth):
     def preset_parameters(self, name: str, num_nodes: int = 1) -> Dict[str, Tensor]:
         """Unconstrained parameters that render a preset, repeated over ``num_nodes``.
 
+        The presets are physical settings for 44.1 kHz. Below about 36 kHz the
+        default ``noise_filter_freq`` range shrinks to ``0.9`` Nyquist (see the
+        constructor), so a preset cut-off above it (the snare's 5 kHz at
+        11.025 kHz, the hi-hat's 9 kHz at 16 kHz) is clamped into the range,
+        and the presets render at every sample rate the synth accepts.
+        Each clamp is reported by a ``logging`` message at INFO level (logger
+        ``scrapl_graph.processors.drum``). A value outside a range given
+        through the constructor's ``ranges`` is an error instead.
+
         Args:
             name: ``"kick"``, ``"snare"``, ``"tom"`` or ``"hihat"``.
             num_nodes: rows of each returned ``(num_nodes, 1)`` tensor.
 
         Raises:
-            ValueError: for an unknown preset, or a preset outside custom ranges.
+            ValueError: for an unknown preset, or a preset value outside a
+                range given through ``ranges``.
         """
         if name not in DRUM_PRESETS:
             raise ValueError(f"unknown drum preset {name!r}; choose from {sorted(DRUM_PRESETS)}")
         check_positive_int(num_nodes, "num_nodes")
-        params = self.unconstrained(**DRUM_PRESETS[name])
+        values = {}
+        for param, value in DRUM_PRESETS[name].items():
+            rng = self.ranges[param]
+            if rng.minimum <= value <= rng.maximum:
+                values[param] = value
+            elif param in self._caller_ranges:
+                raise ValueError(f"drum preset {name!r} sets {param}={value}, outside the range "
+                                 f"[{rng.minimum}, {rng.maximum}] given in ranges")
+            else:
+                values[param] = min(max(value, rng.minimum), rng.maximum)
+                log.info("drum preset %r: %s=%g clamped to %g, the limit of its range [%g, %g] "
+                         "at sample rate %g Hz", name, param, value, values[param],
+                         rng.minimum, rng.maximum, self.sample_rate)
+        params = self.unconstrained(**values)
         return {k: v.expand(num_nodes, 1).clone() for k, v in params.items()}
 
     def _noise_filter(self, fc: Tensor, q: Tensor, mode: Tensor, n_fft: int) -> Tensor:
