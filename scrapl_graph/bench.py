@@ -22,6 +22,7 @@ import torch
 
 from torch import nn
 
+from . import allocator
 from .losses import JTFSLoss, SCRAPLLoss, path_distance
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ def machine_description(device: torch.device) -> str:
         hw = torch.cuda.get_device_name(device)
     else:
         hw = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
-    return f"machine: {hw}; torch {torch.__version__}; device {device}"
+    malloc = "tuned (--tune-malloc)" if allocator.is_tuned() else "default"
+    return f"machine: {hw}; torch {torch.__version__}; device {device}; glibc malloc {malloc}"
 
 
 class PeakMemory:
@@ -191,6 +193,7 @@ def attached_memory(n: int = 48000, hidden: int = 8, steps: int = 3, reference: 
 
 def _attached_memory(n: int, hidden: int, steps: int, reference: bool, device: str) -> Tuple[int, float, float]:
     logging.disable(logging.INFO)
+    allocator.tune_malloc_if_requested()
     dev = torch.device(device)
     memory = PeakMemory(dev)
     torch.manual_seed(0)
@@ -232,6 +235,7 @@ def fresh_peak(kind: str, n: int, batch: int, device: str, idxs: Sequence[int] =
 
 def _fresh_peak(kind: str, n: int, batch: int, device: str, idxs: List[int], seed: int) -> float:
     logging.disable(logging.INFO)
+    allocator.tune_malloc_if_requested()
     dev = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 1, n, generator=gen).to(dev).requires_grad_()

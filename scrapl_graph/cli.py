@@ -18,6 +18,8 @@ from typing import List, Optional
 
 import torch
 
+from . import allocator
+
 log = logging.getLogger(__name__)
 
 
@@ -71,11 +73,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- warmup
 def cmd_warmup(args: argparse.Namespace) -> int:
     from .config import load_run_config
-    from .losses import SCRAPLLoss
 
     run = load_run_config(args.config)
     synth, loss = run["synth"], run["loss"]
-    if not isinstance(loss, SCRAPLLoss):
+    if not callable(getattr(loss, "warmup_lc_hvp", None)):
         raise UsageError(f"{args.config}: loss must be a SCRAPL loss for a warmup, got {type(loss).__name__}")
     device = torch.device(args.device)
     synth, loss = synth.to(device), loss.to(device)
@@ -201,10 +202,16 @@ nonnegative_int = _number(int, 0, True, "an integer >= 0")
 positive_float = _number(float, 0.0, False, "a positive number")
 
 
+_GLOBAL_FLAGS = ("-v", "--verbose", "--tune-malloc")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="scrapl-graph", description="SCRAPL scattering losses for GRAFX audio graphs. "
                      "Without a subcommand, runs the demo.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--tune-malloc", action="store_true",
+                        help="keep freed memory for reuse in glibc's malloc (faster JTFS steps on CPU; also "
+                        "SCRAPL_GRAPH_TUNE_MALLOC=1)")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="sound-match a chirplet through a GRAFX graph with SCRAPL, MSS and JTFS",
@@ -275,12 +282,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         commands = {"demo", "warmup", "bench", "jtfs"}
         if not any(a in commands for a in argv) and not any(a in ("-h", "--help") for a in argv):
-            n_global = next((i for i, a in enumerate(argv) if a not in ("-v", "--verbose")), len(argv))
+            n_global = next((i for i, a in enumerate(argv) if a not in _GLOBAL_FLAGS), len(argv))
             argv = argv[:n_global] + ["demo"] + argv[n_global:]
         args = parser.parse_args(argv)
         command = f"scrapl-graph {args.command}"
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s:%(name)s:%(message)s")
+        if args.tune_malloc:
+            os.environ[allocator.ENV_VAR] = "1"  # worker processes of the bench inherit the choice
+        allocator.tune_malloc_if_requested()
         return args.func(args)
     except (UsageError, ValueError, TypeError) as err:
         print(f"{command}: error: {err}", file=sys.stderr)

@@ -11,6 +11,7 @@ with warnings.catch_warnings():
     from grafx.data import GRAFX, NodeConfigs
     from grafx.processors import ZeroPhaseFIREqualizer
 
+from scrapl_graph import PathwiseAdamSAGA
 from scrapl_graph.graph import GraphSynth
 from scrapl_graph.losses import JTFSLoss, SCRAPLLoss, build_loss
 from scrapl_graph.processors import ChirpletSynth
@@ -101,13 +102,13 @@ def test_scrapl_run_attaches_theta_uses_sgd_and_detaches(easy_problem):
 def test_default_optimizers(easy_problem, caplog, monkeypatch):
     synth, target, _ = easy_problem
     kinds = []
-    for cls, kind in ((torch.optim.SGD, "sgd"), (torch.optim.Adam, "adam")):
+    for cls, kind in ((PathwiseAdamSAGA, "pathwise"), (torch.optim.Adam, "adam")):
         original = cls.step
         monkeypatch.setattr(cls, "step", lambda self, *a, _o=original, _k=kind, **kw: kinds.append(_k) or _o(self, *a, **kw))
     optimize_graph(synth, target, SCRAPLLoss(**JTFS_CONFIG), steps=2, progress=False)
     optimize_graph(synth, target, "mss", steps=2, progress=False)
-    assert kinds == ["sgd", "sgd", "adam", "adam"]
-    with caplog.at_level("WARNING", logger="scrapl_graph.train"):
+    assert kinds == ["pathwise", "pathwise", "adam", "adam"]  # SCRAPL's own optimizer form: P-Adam/P-SAGA + SGD
+    with caplog.at_level("WARNING"):
         optimize_graph(synth, target, SCRAPLLoss(**JTFS_CONFIG), steps=1, optimizer="adam", progress=False)
     assert "plain SGD" in caplog.text
 

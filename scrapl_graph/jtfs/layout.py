@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -142,3 +142,22 @@ def path_set(psi1: List[Filter], psi2: List[Filter], psi_fr: List[Filter], Q1: i
                 )
             )
     return paths
+
+
+def check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def contiguous_groups(k1: Sequence[int]) -> List[Tuple[int, int, int]]:
+    """Runs ``(k, start, end)`` of first-order filters sharing a resolution (k1 is non-decreasing)."""
+    groups = []
+    start = 0
+    for n1 in range(1, len(k1) + 1):
+        if n1 == len(k1) or k1[n1] != k1[start]:
+            groups.append((k1[start], start, n1))
+            start = n1
+    return groups

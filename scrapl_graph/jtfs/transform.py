@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -29,6 +28,8 @@ from torch import Tensor, nn
 from .filters import frequential_filterbank, temporal_filterbanks
 from .layout import (
     PathInfo,
+    check_int as _check_int,
+    contiguous_groups,
     border_indices,
     check_path_index,
     frequential_padding,
@@ -48,14 +49,6 @@ _CHUNK_ELEMENTS = 2**24
 # Output rows of a frequential operator below this fraction of its peak
 # response are treated as zero (far below float64 rounding of the result).
 _ROW_TOL = 1e-13
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 class JTFS(nn.Module):
@@ -142,7 +135,7 @@ class JTFS(nn.Module):
         self.spin = [int(np.sign(f.xi)) for f in psi_fr]
         # The first-order resolution: local averaging never needs finer than 2^log2_T.
         self.k1 = [min(j, self.log2_T) if self.average == "local" else j for j in self.j1]
-        self.groups = self._contiguous_groups(self.k1)
+        self.groups = contiguous_groups(self.k1)
         self.k_fr = [min(j, self.log2_F) if self.average_fr == "local" else j for j in self.j_fr]
         self.ind_start, self.ind_end = border_indices(max(self.log2_T, self.J), self.pad_left, self.pad_left + self.N)
 
@@ -187,17 +180,6 @@ class JTFS(nn.Module):
     def _k2(self, j2: int, k1: int) -> int:
         """Second-order subsampling after first-order resolution k1: to j2, capped by the averaging."""
         return min(j2 - k1, self.log2_T) if self.average == "local" else j2 - k1
-
-    @staticmethod
-    def _contiguous_groups(k1: Sequence[int]) -> List[Tuple[int, int, int]]:
-        """Runs ``(k, start, end)`` of first-order filters sharing a resolution (k1 is non-decreasing)."""
-        groups = []
-        start = 0
-        for n1 in range(1, len(k1) + 1):
-            if n1 == len(k1) or k1[n1] != k1[start]:
-                groups.append((k1[start], start, n1))
-                start = n1
-        return groups
 
     def _out_shape(self) -> Tuple[int, int]:
         n_time = 1 if self.average == "global" else self.ind_end[self.log2_T] - self.ind_start[self.log2_T]
