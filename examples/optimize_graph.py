@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     if not args.no_mss:
         losses["MSS"] = build_loss("mss")
     print("parameter errors in per mille of each range: 1000 |sigmoid(theta) - sigmoid(theta_true)|")
-    print(f"{'loss':8s} {'optimizer':9s} {'time':>7s} {'AM err':>8s} {'FM err':>8s}   estimate")
+    print(f"{'loss':8s} {'optimizer':16s} {'time':>7s} {'AM err':>8s} {'FM err':>8s}   estimate")
     for name, loss in losses.items():
         start = time.perf_counter()
         result = optimize_graph(synth, target, loss, theta_init, trainable=trainable, error_columns="chirplet",
@@ -142,8 +142,7 @@ def main(argv=None) -> int:
                                 device=args.device, progress=args.progress, seed=args.seed)
         seconds = time.perf_counter() - start
         am_err, fm_err = (1000 * e for e in result.param_error_columns)
-        optimizer = "SGD" if isinstance(loss, SCRAPLLoss) else "Adam"
-        print(f"{name:8s} {optimizer:9s} {seconds:6.1f}s {am_err:8.1f} {fm_err:8.1f}   "
+        print(f"{name:8s} {result.optimizer_name:16s} {seconds:6.1f}s {am_err:8.1f} {fm_err:8.1f}   "
               f"{rates(synth, result.theta.cpu())}")
     print(f"start: {1000 * result.initial_param_error:.1f} per mille on average")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import platform
 import statistics
@@ -20,7 +21,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from torch import nn
+from torch import Tensor, nn
 
 from . import allocator
 from .losses import JTFSLoss, SCRAPLLoss, path_distance
@@ -271,6 +272,24 @@ def _fresh_peak(kind: str, n: int, batch: int, device: str, idxs: List[int], see
     return memory.peak_bytes / 2**20
 
 
+@dataclass
+class _Setup:
+    """The signals and the MSS anchor every timed row is compared with."""
+
+    x: Tensor
+    y: Tensor
+    dev: torch.device
+    batch: int
+    n: int
+    repeats: int
+    result: BenchResult
+    mss_ms: float = math.nan
+
+    def step(self, loss, **kwargs) -> None:
+        self.x.grad = None
+        loss(self.x, self.y, **kwargs).backward()
+
+
 def run(batch: int = 4, n: int = 32768, device: str = "cpu", path_stride: int = 7, repeats: int = 2,
         full_tree: bool = True, reference: bool = True, reference_full_tree: bool = False,
         memory_toy: bool = True, seed: int = 0) -> BenchResult:
@@ -293,21 +312,38 @@ def run(batch: int = 4, n: int = 32768, device: str = "cpu", path_stride: int = 
     x = torch.randn(batch, 1, n, generator=gen).to(dev).requires_grad_()
     y = torch.randn(batch, 1, n, generator=gen).to(dev)
     result = BenchResult(machine_description(dev) + f"; batch {batch}, N={n}, J=12, Q1=8, Q2=2, J_fr=3, Q_fr=2")
+    setup = _Setup(x, y, dev, batch, n, repeats, result)
+    _mss_row(setup)
+    scrapl = _reference_module() if reference else None
+    idxs = _single_path_rows(setup, scrapl, path_stride)
+    off_ms, on_ms, n_weights = pathwise_overhead(n, batch, dev, idxs, repeats, seed)
+    result.rows.append(Row("ours: model step, P-Adam/P-SAGA off", off_ms, None,
+                           f"{n_weights} weights attached; forward, backward, SGD"))
+    result.rows.append(Row("ours: model step, P-Adam/P-SAGA on", on_ms, None,
+                           f"+{100 * (on_ms / off_ms - 1):.1f}% over off"))
+    if full_tree:
+        full_ms = _full_tree_row(setup)
+        if scrapl is not None and reference_full_tree:
+            _reference_full_tree_row(setup, full_ms)
+    if memory_toy:
+        _memory_rows(result, device, scrapl is not None)
+    return result
 
+
+def _mss_row(setup: _Setup) -> None:
     import auraloss
 
     mss = auraloss.freq.MultiResolutionSTFTLoss(
         fft_sizes=[64, 128, 256, 512, 1024, 2048], hop_sizes=[16, 32, 64, 128, 256, 512],
-        win_lengths=[64, 128, 256, 512, 1024, 2048]).to(dev)
+        win_lengths=[64, 128, 256, 512, 1024, 2048]).to(setup.dev)
+    setup.mss_ms = 1000 * time_step(lambda: setup.step(mss), setup.dev, repeats=5)
+    setup.result.rows.append(Row("auraloss MSS (6 resolutions, 64..2048)", setup.mss_ms,
+                                 fresh_peak("mss", setup.n, setup.batch, str(setup.dev))))
 
-    def mss_step():
-        x.grad = None
-        mss(x, y).backward()
 
-    mss_ms = 1000 * time_step(mss_step, dev, repeats=5)
-    result.rows.append(Row("auraloss MSS (6 resolutions, 64..2048)", mss_ms, fresh_peak("mss", n, batch, device)))
-
-    scrapl = _reference_module() if reference else None
+def _single_path_rows(setup: _Setup, scrapl, path_stride: int) -> List[int]:
+    """SCRAPL steps (ours fresh and cached target, the reference's), median over every k-th path."""
+    dev, n, result = setup.dev, setup.n, setup.result
     ours_loss = SCRAPLLoss(n, **PAPER_CONFIG, use_p_adam=False, use_p_saga=False, grad_mult=1.0, cache_target=False)
     idxs = list(range(0, ours_loss.n_paths, max(1, path_stride)))
     ref_loss = None
@@ -315,75 +351,63 @@ def run(batch: int = 4, n: int = 32768, device: str = "cpu", path_stride: int = 
         ref_loss = scrapl.SCRAPLLoss(shape=n, **PAPER_CONFIG, use_p_adam=False, use_p_saga=False, grad_mult=1.0).to(dev)
         if ref_loss.n_paths != ours_loss.n_paths:
             raise RuntimeError(f"path sets differ: reference {ref_loss.n_paths}, ours {ours_loss.n_paths}")
-
-    def loss_step(loss, idx):
-        x.grad = None
-        loss(x, y, path_idx=idx).backward()
-
     ours, ref = [], []
     for idx in idxs:
-        ours.append(time_step(lambda: loss_step(ours_loss, idx), dev, repeats))
+        ours.append(time_step(lambda: setup.step(ours_loss, path_idx=idx), dev, setup.repeats))
         if ref_loss is not None:
-            ref.append(time_step(lambda: loss_step(ref_loss, idx), dev, repeats))
+            ref.append(time_step(lambda: setup.step(ref_loss, path_idx=idx), dev, setup.repeats))
     # Peak over the first (largest j2 = 1 intermediates), middle and last paths.
-    peak = fresh_peak("scrapl", n, batch, device, idxs=(idxs[0], idxs[len(idxs) // 2], idxs[-1]))
+    peak = fresh_peak("scrapl", n, setup.batch, str(dev), idxs=(idxs[0], idxs[len(idxs) // 2], idxs[-1]))
     note = f"median over {len(idxs)} of {ours_loss.n_paths} paths"
     ours_ms = 1000 * statistics.median(ours)
-    result.rows.append(Row("ours: SCRAPL step (one path)", ours_ms, peak,
-                           f"{note}; {ours_ms / mss_ms:.2f}x MSS"))
+    result.rows.append(Row("ours: SCRAPL step (one path)", ours_ms, peak, f"{note}; {ours_ms / setup.mss_ms:.2f}x MSS"))
     if ref:
         ref_ms = 1000 * statistics.median(ref)
         result.rows.append(Row("reference scrapl-loss 0.1.0: SCRAPL step", ref_ms, None,
                                f"{note}; ours is {ref_ms / ours_ms:.2f}x faster"))
-
     cached_loss = SCRAPLLoss(n, **PAPER_CONFIG, use_p_adam=False, use_p_saga=False, grad_mult=1.0)
-    cached = [time_step(lambda: loss_step(cached_loss, idx), dev, repeats) for idx in idxs]
-    cached_ms = 1000 * statistics.median(cached)
+    cached_ms = 1000 * statistics.median([time_step(lambda: setup.step(cached_loss, path_idx=idx), dev, setup.repeats)
+                                          for idx in idxs])
     result.rows.append(Row("ours: SCRAPL step, fixed target (cached)", cached_ms, None,
-                           f"{note}; {cached_ms / mss_ms:.2f}x MSS"))
+                           f"{note}; {cached_ms / setup.mss_ms:.2f}x MSS"))
+    return idxs
 
-    off_ms, on_ms, n_weights = pathwise_overhead(n, batch, dev, idxs, repeats, seed)
-    result.rows.append(Row("ours: model step, P-Adam/P-SAGA off", off_ms, None,
-                           f"{n_weights} weights attached; forward, backward, SGD"))
-    result.rows.append(Row("ours: model step, P-Adam/P-SAGA on", on_ms, None,
-                           f"+{100 * (on_ms / off_ms - 1):.1f}% over off"))
 
-    if full_tree:
-        loss = JTFSLoss(n, **PAPER_CONFIG).to(dev)
+def _full_tree_row(setup: _Setup) -> float:
+    loss = JTFSLoss(setup.n, **PAPER_CONFIG).to(setup.dev)
+    full_ms = 1000 * time_step(lambda: setup.step(loss), setup.dev, repeats=1)
+    setup.result.rows.append(Row("ours: full-tree JTFS loss", full_ms,
+                                 fresh_peak("jtfs", setup.n, setup.batch, str(setup.dev)),
+                                 f"{full_ms / setup.mss_ms:.0f}x MSS"))
+    return full_ms
 
-        def full_step():
-            x.grad = None
-            loss(x, y).backward()
 
-        full_ms = 1000 * time_step(full_step, dev, repeats=1)
-        result.rows.append(Row("ours: full-tree JTFS loss", full_ms, fresh_peak("jtfs", n, batch, device),
-                               f"{full_ms / mss_ms:.0f}x MSS"))
-        if scrapl is not None and reference_full_tree:
-            from kymatio.scattering1d.frontend.torch_frontend import TimeFrequencyScatteringTorch
+def _reference_full_tree_row(setup: _Setup, full_ms: float) -> None:
+    from kymatio.scattering1d.frontend.torch_frontend import TimeFrequencyScatteringTorch
 
-            ref_jtfs = TimeFrequencyScatteringTorch(shape=(n,), J=12, Q=(8, 2), J_fr=3, Q_fr=2, format="joint").to(dev)
+    ref_jtfs = TimeFrequencyScatteringTorch(shape=(setup.n,), J=12, Q=(8, 2), J_fr=3, Q_fr=2, format="joint").to(setup.dev)
 
-            def ref_full_step():
-                x.grad = None
-                with torch.no_grad():
-                    S_target = ref_jtfs(y)
-                path_distance(ref_jtfs(x), S_target).mean().backward()
+    def ref_full(x, y):
+        with torch.no_grad():
+            S_target = ref_jtfs(y)
+        return path_distance(ref_jtfs(x), S_target).mean()
 
-            start = time.perf_counter()
-            ref_full_step()
-            _sync(dev)
-            ref_full_ms = 1000 * (time.perf_counter() - start)
-            del ref_jtfs
-            ref_peak = fresh_peak("reference_jtfs", n, batch, device)
-            result.rows.append(Row("reference: full JTFS (kymatio joint)", ref_full_ms, ref_peak,
-                                   f"ours is {ref_full_ms / full_ms:.1f}x faster"))
-    if memory_toy:
-        n_weights, ours_mb, ours_state = attached_memory(device=device)
-        result.rows.append(Row("ours: attach toy model + 3 steps (N=48000)", float("nan"), ours_mb,
-                               f"{n_weights} weights, 315 paths; P-Adam/P-SAGA state {ours_state:.0f} MB "
-                               f"(visited paths only)"))
-        if scrapl is not None:
-            _, ref_mb, ref_state = attached_memory(device=device, reference=True)
-            result.rows.append(Row("reference: attach toy model + 3 steps", float("nan"), ref_mb,
-                                   f"P-Adam/P-SAGA state {ref_state:.0f} MB (every path, at attach)"))
-    return result
+    start = time.perf_counter()
+    setup.step(ref_full)
+    _sync(setup.dev)
+    ref_full_ms = 1000 * (time.perf_counter() - start)
+    del ref_jtfs
+    ref_peak = fresh_peak("reference_jtfs", setup.n, setup.batch, str(setup.dev))
+    setup.result.rows.append(Row("reference: full JTFS (kymatio joint)", ref_full_ms, ref_peak,
+                                 f"ours is {ref_full_ms / full_ms:.1f}x faster"))
+
+
+def _memory_rows(result: BenchResult, device: str, reference: bool) -> None:
+    n_weights, ours_mb, ours_state = attached_memory(device=device)
+    result.rows.append(Row("ours: attach toy model + 3 steps (N=48000)", float("nan"), ours_mb,
+                           f"{n_weights} weights, 315 paths; P-Adam/P-SAGA state {ours_state:.0f} MB "
+                           f"(visited paths only)"))
+    if reference:
+        _, ref_mb, ref_state = attached_memory(device=device, reference=True)
+        result.rows.append(Row("reference: attach toy model + 3 steps", float("nan"), ref_mb,
+                               f"P-Adam/P-SAGA state {ref_state:.0f} MB (every path, at attach)"))

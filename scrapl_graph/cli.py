@@ -213,7 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep freed memory for reuse in glibc's malloc (faster JTFS steps on CPU; also "
                         "SCRAPL_GRAPH_TUNE_MALLOC=1)")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    for add in (_add_demo, _add_warmup, _add_bench, _add_jtfs):
+        add(sub)
+    return parser
 
+
+def _add_demo(sub) -> None:
     demo = sub.add_parser("demo", help="sound-match a chirplet through a GRAFX graph with SCRAPL, MSS and JTFS",
                           description="Recover a chirplet's AM and FM rates, rendered through a GRAFX graph with "
                           "random time shifts, with SCRAPL (theta-IS warmup, P-Adam, P-SAGA), auraloss MSS and the "
@@ -234,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.set_defaults(func=cmd_demo)
 
+
+def _add_warmup(sub) -> None:
     warmup = sub.add_parser("warmup", help="theta-IS path probabilities for a graph and loss config",
                             description="Run the theta-IS warmup of a SCRAPL loss on a GRAFX graph described by a "
                             "YAML/JSON run config (keys graph, loss, target_theta, theta_init, trainable). Values "
@@ -251,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     warmup.add_argument("--no-progress", action="store_true")
     warmup.set_defaults(func=cmd_warmup)
 
+
+def _add_bench(sub) -> None:
     bench = sub.add_parser("bench", help="side-by-side timings: ours, auraloss MSS, the reference package if installed")
     bench.add_argument("--batch", type=positive_int, default=4)
     bench.add_argument("--n", type=positive_int, default=32768)
@@ -264,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-memory", action="store_true", help="skip the attached-model memory measurement")
     bench.set_defaults(func=cmd_bench)
 
+
+def _add_jtfs(sub) -> None:
     jtfs = sub.add_parser("jtfs", help="the JTFS of a built-in test signal: path count, shapes, timings")
     jtfs.add_argument("--n", type=positive_int, default=32768, help="signal length (default 32768)")
     jtfs.add_argument("--sample-rate", type=positive_float, default=8192.0, help="sample rate in Hz (default 8192)")
@@ -272,7 +283,6 @@ def build_parser() -> argparse.ArgumentParser:
     jtfs.add_argument("--paths", type=positive_int, default=15, help="paths to time one by one (default 15)")
     jtfs.add_argument("--device", choices=["cpu", "cuda"], default=default_device())
     jtfs.set_defaults(func=cmd_jtfs)
-    return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -5,6 +5,7 @@ transform itself lives in :mod:`scrapl_graph.jtfs.transform`.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple, Union
@@ -161,3 +162,16 @@ def contiguous_groups(k1: Sequence[int]) -> List[Tuple[int, int, int]]:
             groups.append((k1[start], start, n1))
             start = n1
     return groups
+
+
+def check_sizes(shape, J, Q1, Q2, J_fr, Q_fr) -> Tuple[int, int, int, int, int, int]:
+    """The JTFS sizes as ints ``(N, J, Q1, Q2, J_fr, Q_fr)``, checked (``2**J <= N``)."""
+    if isinstance(shape, tuple):
+        if len(shape) != 1:
+            raise ValueError(f"shape must be an int or a 1-tuple, got {shape!r}")
+        shape = shape[0]
+    N = check_int("shape", shape, 2)
+    sizes = tuple(check_int(name, v, 1) for name, v in (("J", J), ("Q1", Q1), ("Q2", Q2), ("J_fr", J_fr), ("Q_fr", Q_fr)))
+    if 2 ** sizes[0] > N:
+        raise ValueError(f"J={J} is too large for a signal of length {N}: need 2**J <= N, i.e. J <= {int(math.log2(N))}")
+    return (N,) + sizes

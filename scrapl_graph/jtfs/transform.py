@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .filters import frequential_filterbank, temporal_filterbanks
 from .layout import (
     PathInfo,
-    check_int as _check_int,
+    check_sizes,
     contiguous_groups,
     border_indices,
     check_path_index,
@@ -90,27 +90,26 @@ class JTFS(nn.Module):
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point and not dtype.is_complex):
             raise TypeError(f"dtype must be a real floating-point torch.dtype, got {dtype!r}")
         self.check_values = check_values
-        if isinstance(shape, tuple):
-            if len(shape) != 1:
-                raise ValueError(f"shape must be an int or a 1-tuple, got {shape!r}")
-            shape = shape[0]
-        self.N = _check_int("shape", shape, 2)
-        self.J = _check_int("J", J, 1)
-        self.Q1 = _check_int("Q1", Q1, 1)
-        self.Q2 = _check_int("Q2", Q2, 1)
-        self.J_fr = _check_int("J_fr", J_fr, 1)
-        self.Q_fr = _check_int("Q_fr", Q_fr, 1)
-        if 2**self.J > self.N:
-            raise ValueError(f"J={J} is too large for a signal of length {self.N}: need 2**J <= N, i.e. J <= {int(math.log2(self.N))}")
+        self.N, self.J, self.Q1, self.Q2, self.J_fr, self.Q_fr = check_sizes(shape, J, Q1, Q2, J_fr, Q_fr)
         self.T, self.F = T, F
+        phi, psi1, psi2, phi_F, psi_fr = self._design_filterbanks(T, F)
+        self._set_paths(psi1, psi2, psi_fr)
+        # Temporal filters are applied on their frequency support only; the
+        # frequential ones act on a short axis and stay dense.
+        self.bank = BandLimitedBank()
+        self._register_temporal(phi, psi1, psi2, dtype)
+        self._register_frequential(len(psi1), psi_fr, phi_F, dtype)
+        self.out_shape = self._out_shape()
+        log.debug("JTFS N=%d padded=%d n_fr_padded=%d paths=%d", self.N, self.n_padded, self.n_fr_padded, self.n_paths)
 
+    def _design_filterbanks(self, T, F):
+        """Averaging supports, padding, and the temporal and frequential filterbanks (numpy, float64)."""
         T_support, self.average = parse_support(T, self.J, self.N, "T")
         self.log2_T = int(math.floor(math.log2(T_support)))
         self.n_padded, self.pad_left, self.pad_right = padding(self.N, T_support)
         if max(self.pad_left, self.pad_right) >= self.N:
             raise ValueError(f"signal of length {self.N} is too short for T={T_support}: reflect padding would exceed it")
         phi, (psi1, psi2) = temporal_filterbanks(self.n_padded, self.J, (self.Q1, self.Q2), T_support)
-
         n_input_fr = (self.J + 1) * self.Q1
         F_support, self.average_fr = parse_support(F, self.J_fr, n_input_fr, "F")
         self.log2_F = int(math.floor(math.log2(F_support)))
@@ -118,17 +117,19 @@ class JTFS(nn.Module):
             raise ValueError(f"F={F} averages beyond the spin-0 filter: need F < 2**(J_fr + 1) = {2 ** (self.J_fr + 1)}")
         self.n_fr_padded = max(frequential_padding(n_input_fr, F_support, self.J_fr), 2**self.J_fr * math.ceil(len(psi1) / 2**self.J_fr))
         phi_F, psi_fr = frequential_filterbank(self.n_fr_padded, self.J_fr, self.Q_fr, F_support)
+        return phi, psi1, psi2, phi_F, psi_fr
 
+    def _set_paths(self, psi1, psi2, psi_fr) -> None:
+        """The path set, in the reference's order, and each filter's subsampling."""
         self.paths: List[PathInfo] = path_set(psi1, psi2, psi_fr, self.Q1)
         if not self.paths:
-            raise ValueError(f"no second-order path for J={J}, Q1={Q1}, Q2={Q2}: increase J")
+            raise ValueError(f"no second-order path for J={self.J}, Q1={self.Q1}, Q2={self.Q2}: increase J")
         self.n_paths = len(self.paths)
         self.keys = [p.key for p in self.paths]
         if self.average == "local":
             max_j2 = max(p.j2 for p in self.paths)
             if max_j2 > self.log2_T:
-                raise ValueError(f"T={T} is shorter than the largest second-order wavelet: need T >= 2**{max_j2} = {2 ** max_j2}")
-
+                raise ValueError(f"T={self.T} is shorter than the largest second-order wavelet: need T >= 2**{max_j2} = {2 ** max_j2}")
         self.j1 = [f.j for f in psi1]
         self.j2 = [f.j for f in psi2]
         self.j_fr = [f.j for f in psi_fr]
@@ -139,12 +140,7 @@ class JTFS(nn.Module):
         self.k_fr = [min(j, self.log2_F) if self.average_fr == "local" else j for j in self.j_fr]
         self.ind_start, self.ind_end = border_indices(max(self.log2_T, self.J), self.pad_left, self.pad_left + self.N)
 
-        def buf(name: str, array) -> None:
-            self.register_buffer(name, torch.as_tensor(np.asarray(array), dtype=dtype), persistent=False)
-
-        # Temporal filters are applied on their frequency support only; the
-        # frequential ones act on a short axis and stay dense.
-        self.bank = BandLimitedBank()
+    def _register_temporal(self, phi, psi1, psi2, dtype: torch.dtype) -> None:
         for g, (k1, start, end) in enumerate(self.groups):
             self.bank.add(f"psi1_{g}", np.stack([f.levels[0] for f in psi1[start:end]]), 2**k1, dtype)
             self.bank.add(f"phi_{k1}", phi.levels[k1], 2 ** (self.log2_T - k1), dtype)
@@ -154,9 +150,12 @@ class JTFS(nn.Module):
                 self.bank.add(f"psi2_{n2}_{k1}", psi2[n2].levels[k1], 2 ** self._k2(j2, k1), dtype)
             if self.average == "local" and f"phi_{j2}" not in self.bank:
                 self.bank.add(f"phi_{j2}", phi.levels[j2], 2 ** (self.log2_T - j2), dtype)
-        # Across log-frequency the axis is short (tens of bins), so each
-        # frequential operator (zero-pad, filter, subsample) is one matrix.
-        n_in = len(psi1)
+
+    def _register_frequential(self, n_in: int, psi_fr, phi_F, dtype: torch.dtype) -> None:
+        """Across log-frequency the axis is short (tens of bins): each operator (zero-pad, filter, subsample) is one matrix."""
+        def buf(name: str, array) -> None:
+            self.register_buffer(name, torch.as_tensor(np.asarray(array), dtype=dtype), persistent=False)
+
         self._fr_support: Dict[Tuple[int, int], np.ndarray] = {}
         self._row_cache: Dict[tuple, Tensor] = {}
         for n_fr, f in enumerate(psi_fr):
@@ -174,8 +173,6 @@ class JTFS(nn.Module):
                 n = self.n_fr_padded // 2**k
                 a = frequential_operator(n, n, phi_F.levels[k], 2 ** (self.log2_F - k))
                 buf(f"phi_fr_{k}", a.real)
-        self.out_shape = self._out_shape()
-        log.debug("JTFS N=%d padded=%d n_fr_padded=%d paths=%d", self.N, self.n_padded, self.n_fr_padded, self.n_paths)
 
     def _k2(self, j2: int, k1: int) -> int:
         """Second-order subsampling after first-order resolution k1: to j2, capped by the averaging."""

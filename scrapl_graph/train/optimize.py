@@ -38,7 +38,7 @@ class OptimizeResult:
             ``error_columns``, in that order (None without ``true_theta``).
         steps: steps run; ``stopped_early``: True if a callback stopped the run.
         elapsed_s: wall time of the loop in seconds.
-        loss_name: the loss's class name.
+        loss_name: the loss's class name; optimizer_name: the optimizer's.
     """
 
     theta: Tensor
@@ -52,6 +52,7 @@ class OptimizeResult:
     stopped_early: bool
     elapsed_s: float
     loss_name: str
+    optimizer_name: str = ""
 
     @property
     def final_loss(self) -> float:
@@ -169,7 +170,7 @@ def optimize_graph(
         log.info("optimize_graph: %s, %d of %d theta columns, %d steps", run.name, len(columns),
                  theta_init.shape[1], steps)
         _loop(run, synth, target, theta, tracker, progress)
-    return tracker.result(theta.full().detach(), columns, measured, run.name)
+    return tracker.result(theta.full().detach(), columns, measured, run)
 
 
 def _loop(run: Run, synth, target: Tensor, theta: "_TrainableTheta", tracker: "_Tracker", progress: bool) -> None:
@@ -246,7 +247,7 @@ class _Tracker:
             return True
         return False
 
-    def result(self, theta: Tensor, columns: List[int], measured: List[int], name: str) -> OptimizeResult:
+    def result(self, theta: Tensor, columns: List[int], measured: List[int], run: Run) -> OptimizeResult:
         per_column = None
         if self.true_theta is not None:
             per_column = normalized_param_error(theta, self.true_theta, measured, reduce=False).tolist()
@@ -254,7 +255,7 @@ class _Tracker:
                               initial_param_error=self.initial, final_param_error=self.error(theta),
                               param_error_columns=per_column, steps=len(self.history["step"]),
                               stopped_early=self.stopped, elapsed_s=time.perf_counter() - self.start,
-                              loss_name=name)
+                              loss_name=run.name, optimizer_name=type(run.optimizer).__name__)
 
 
 def _labels_of(synth: Any) -> Optional[List[str]]:

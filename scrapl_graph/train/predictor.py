@@ -38,7 +38,7 @@ class TrainResult:
         best_epoch: the epoch with the lowest validation parameter error (or
             validation loss when there are no true thetas); None without validation.
         elapsed_s: wall time in seconds.
-        loss_name: the training loss's class name.
+        loss_name: the training loss's class name; optimizer_name: the optimizer's.
     """
 
     encoder: nn.Module
@@ -49,6 +49,7 @@ class TrainResult:
     best_epoch: Optional[int]
     elapsed_s: float
     loss_name: str
+    optimizer_name: str = ""
 
     @property
     def final_val_param_error(self) -> Optional[float]:
@@ -389,4 +390,5 @@ class _Fit:
             log.info("restored the encoder of epoch %d", self.best_epoch)
         return TrainResult(encoder=self.encoder, history=self.history, steps=self.step, epochs=self.epoch,
                            stopped_early=self.stopped, best_epoch=self.best_epoch,
-                           elapsed_s=time.perf_counter() - self.start, loss_name=self.run.name)
+                           elapsed_s=time.perf_counter() - self.start, loss_name=self.run.name,
+                           optimizer_name=type(self.run.optimizer).__name__)
