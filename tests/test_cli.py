@@ -101,3 +101,13 @@ def test_bad_config_files(tmp_path, capsys):
     assert main(["warmup", str(not_scrapl)]) == 2
     assert "must be a SCRAPL loss" in capsys.readouterr().err
 
+
+def test_python_dash_m_runs_the_cli(monkeypatch, capsys):
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["scrapl-graph", "jtfs", "--n", "1024", "--J", "4", "--paths", "1"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("scrapl_graph", run_name="__main__")
+    assert exit_info.value.code == 0
+    assert "second-order paths" in capsys.readouterr().out
