@@ -23,6 +23,7 @@ target_theta: {chirplet: {theta_am: 3.0, theta_fm: 3.0}}
 """
 
 
+@pytest.mark.slow
 def test_demo_writes_every_output(tmp_path, capsys):
     out = tmp_path / "demo"
     rc = main(["demo", "--out", str(out), "--n", "2048", "--sample-rate", "2048", "--J", "6", "--steps", "3",
@@ -37,6 +38,20 @@ def test_demo_writes_every_output(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert [r["name"] for r in results["results"]] == ["scrapl", "mss", "jtfs"]
     assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
+
+
+def test_demo_runs_a_chosen_method(tmp_path, capsys):
+    """The demo subcommand in brief: one cheap method, its table row and its files (every method: tests/test_demo.py)."""
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "--methods", "mss", "--n", "2048", "--sample-rate", "2048", "--J", "6",
+               "--steps", "2", "--max-shift", "100", "--am", "4", "--seed", "1", "--no-progress"])
+    assert rc == 0
+    table = capsys.readouterr().out
+    assert "theta_AM = 4 Hz" in table and "\nmss" in table and "\nscrapl" not in table
+    results = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in results["results"]] == ["mss"] and results["results"][0]["steps"] == 2
+    assert results["settings"]["seed"] == 1 and results["target"]["am_hz"] == 4.0
+    assert (out / "estimate_mss.wav").stat().st_size > 4000 and not (out / "estimate_jtfs.wav").exists()
 
 
 def test_warmup_shards_resume_and_write_probs(tmp_path, capsys):
@@ -85,3 +100,14 @@ def test_bad_config_files(tmp_path, capsys):
     not_scrapl.write_text(CONFIG.replace("class_path: scrapl\n  init_args: {shape: 2048, J: 6, Q1: 4, Q2: 1, J_fr: 2, Q_fr: 1, n_theta: 2}", "mss"))
     assert main(["warmup", str(not_scrapl)]) == 2
     assert "must be a SCRAPL loss" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_cli(monkeypatch, capsys):
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["scrapl-graph", "jtfs", "--n", "1024", "--J", "4", "--paths", "1"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("scrapl_graph", run_name="__main__")
+    assert exit_info.value.code == 0
+    assert "second-order paths" in capsys.readouterr().out

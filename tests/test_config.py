@@ -16,6 +16,7 @@ from scrapl_graph import SCRAPLLoss
 from scrapl_graph.config import build_graph_synth, load_run_config, theta_from_spec
 from scrapl_graph.graph import GraphSynth
 from scrapl_graph.processors import ChirpletSynth
+from _configs import JTFS_2048
 
 N = 2048
 CHIRPLET_ARGS = {"sample_rate": 2048, "num_samples": N, "f0_hz": 256, "max_shift": 0}
@@ -30,8 +31,7 @@ EDGES = {
     "nodes": {"a": "chirplet", "b": "chirplet", "eq1": "eq"},
     "edges": [["in", "a"], ["in", "b"], ["a", "eq1"], ["b", "eq1"], ["eq1", "out"]],
 }
-SMALL_SCRAPL = {"shape": N, "J": 6, "Q1": 4, "Q2": 2, "J_fr": 2, "Q_fr": 1, "use_p_adam": False,
-                "use_p_saga": False}
+SMALL_SCRAPL = dict(JTFS_2048, use_p_adam=False, use_p_saga=False)
 
 
 def hand_built(types, edges):

@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from scrapl_graph import JTFS
+from _configs import TINY, TINY_N
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 GOLDEN = sorted(glob.glob(os.path.join(DATA, "golden_jtfs_*.pt")))
 
 
 def tiny(**kw):
-    args = dict(shape=512, J=3, Q1=2, Q2=1, J_fr=1, Q_fr=1)
+    args = dict(shape=TINY_N, **TINY)
     args.update(kw)
     return JTFS(**args)
 

@@ -4,8 +4,9 @@ import torch
 
 from scrapl_graph import JTFSLoss
 from scrapl_graph.losses import path_distance
+from _configs import JTFS_1024
 
-CONFIG = dict(shape=1024, J=4, Q1=3, Q2=2, J_fr=2, Q_fr=1)
+CONFIG = JTFS_1024
 
 
 def reference_loss(loss, x, y):

@@ -11,9 +11,10 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from scrapl_graph import JTFSLoss, SCRAPLLoss
+from _configs import TINY, TINY_N
 
-N = 512
-SMALL = dict(J=3, Q1=2, Q2=1, J_fr=1, Q_fr=1)
+N = TINY_N
+SMALL = TINY
 
 
 class Toy(nn.Module):
@@ -342,6 +343,7 @@ def _distributed_worker(rank, world_size, init_file, results):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_data_parallel_ranks_draw_the_same_paths():
     with tempfile.TemporaryDirectory() as tmp:
         ctx = mp.get_context("spawn")
@@ -351,3 +353,25 @@ def test_data_parallel_ranks_draw_the_same_paths():
         gathered = results.get(timeout=60)
     assert gathered[0] == gathered[1]
     assert len(set(gathered[0])) > 1
+
+
+def test_under_torch_distributed_every_step_takes_rank_0s_path(monkeypatch):
+    """In one process, a stand-in for a 2-rank group: the drawn path is replaced by rank 0's broadcast one."""
+    broadcasts = []
+
+    def broadcast(tensor, src, *args, **kwargs):
+        broadcasts.append(src)
+        tensor.fill_(4)  # rank 0 drew path 4
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda *args, **kwargs: 2)
+    monkeypatch.setattr(dist, "get_backend", lambda *args, **kwargs: "gloo")
+    monkeypatch.setattr(dist, "broadcast", broadcast)
+    loss = SCRAPLLoss(N, **SMALL, use_p_adam=False, use_p_saga=False)
+    x = torch.randn(1, 1, N)
+    for _ in range(3):
+        loss(x, x)
+    assert loss.curr_path_idx == 4 and dict(loss.path_counts) == {4: 3}
+    assert broadcasts == [0, 0, 0]
+    loss(x, x, path_idx=1)  # a requested path is every rank's already: no broadcast
+    assert loss.curr_path_idx == 1 and len(broadcasts) == 3

@@ -21,10 +21,11 @@ from scrapl_graph.train import (
     resolve_columns,
     train_predictor,
 )
+from _configs import PAPER_Q
 
 N = 2048
 SR = 2048.0
-JTFS_CONFIG = dict(shape=N, J=8, Q1=8, Q2=2, J_fr=3, Q_fr=2)  # temporal rates down to ~2 Hz at 2048 Hz
+JTFS_CONFIG = dict(shape=N, J=8, **PAPER_Q)  # temporal rates down to ~2 Hz at 2048 Hz
 
 
 def chirplet_synth(with_eq: bool = False, max_shift: int = 0, seed: int = 0) -> GraphSynth:
@@ -40,14 +41,6 @@ def chirplet_synth(with_eq: bool = False, max_shift: int = 0, seed: int = 0) -> 
     return GraphSynth(graph, processors, num_samples=N)
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # small signals: one thread is fastest and immune to oversubscription
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def easy_problem():
     """An aligned chirplet: AM 0.75, FM 0.3 of their ranges (normalized); start in the middle."""
@@ -59,6 +52,7 @@ def easy_problem():
 
 
 # ------------------------------------------------------------------------- optimize_graph
+@pytest.mark.slow
 @pytest.mark.parametrize("loss_name", ["scrapl", "mss"])
 def test_optimize_graph_recovers_chirplet_parameters(easy_problem, loss_name):
     synth, target, true_theta = easy_problem
@@ -78,6 +72,23 @@ def test_optimize_graph_recovers_chirplet_parameters(easy_problem, loss_name):
     with torch.no_grad():
         before, after = check(synth(theta_init), target), check(synth(result.theta), target)
     assert after < 0.5 * before
+    assert result.history["time"] == sorted(result.history["time"])
+
+
+@pytest.mark.parametrize("loss_name", ["scrapl", "mss"])
+def test_optimize_graph_short_run_reports_history_and_errors(easy_problem, loss_name):
+    """The bookkeeping of a few steps (convergence: the slow test above)."""
+    synth, target, true_theta = easy_problem
+    loss = SCRAPLLoss(**JTFS_CONFIG) if loss_name == "scrapl" else build_loss("mss")
+    result = optimize_graph(synth, target, loss, torch.zeros(1, 2), steps=5, lr=0.1, lr_end=0.01,
+                            true_theta=true_theta, progress=False, seed=0)
+    assert result.steps == 5 and not result.stopped_early
+    assert len(result.history["loss"]) == len(result.history["param_error"]) == len(result.history["time"]) == 5
+    assert all(math.isfinite(v) for v in result.history["loss"])
+    assert result.initial_param_error == pytest.approx(0.225, abs=1e-3)
+    assert result.final_param_error == pytest.approx(result.history["param_error"][-1])
+    assert len(result.param_error_columns) == 2 and all(0 <= e <= 1 for e in result.param_error_columns)
+    assert not torch.equal(result.theta, torch.zeros(1, 2))
     assert result.history["time"] == sorted(result.history["time"])
 
 
@@ -287,6 +298,7 @@ def dataset(count: int, theta=None, seed: int = 0):
     return audio, theta
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss_name", ["scrapl", "mss"])
 def test_train_predictor_learns_a_constant_theta(loss_name):
     true_theta = torch.logit(torch.tensor([[0.75, 0.3]]))
@@ -299,6 +311,24 @@ def test_train_predictor_learns_a_constant_theta(loss_name):
     assert result.steps == 60 and result.epochs == 60 and not result.stopped_early
     assert len(errors) == len(result.history["val_loss"]) == len(result.history["train_loss"]) == 60
     assert errors[-1] < 0.3 * 0.225  # started from the middle: error 0.225
+    assert result.final_val_param_error == errors[-1]
+    assert len(result.history["val_param_error_columns"][-1]) == 2
+    if loss_name == "scrapl":
+        assert loss.attached_params == []
+
+
+@pytest.mark.parametrize("loss_name", ["scrapl", "mss"])
+def test_train_predictor_short_run_reports_history(loss_name):
+    """The bookkeeping of a few epochs (learning: the slow test above)."""
+    true_theta = torch.logit(torch.tensor([[0.75, 0.3]]))
+    train, val = dataset(8, true_theta), dataset(4, true_theta)
+    loss = SCRAPLLoss(**JTFS_CONFIG) if loss_name == "scrapl" else "mss"
+    result = train_predictor(ConstantEncoder(), chirplet_synth(), loss, train, val, epochs=3, batch_size=8, lr=0.1,
+                             lr_end=0.01, progress=False, seed=0)
+    errors = result.history["val_param_error"]
+    assert result.steps == 3 and result.epochs == 3 and not result.stopped_early
+    assert len(errors) == len(result.history["val_loss"]) == len(result.history["train_loss"]) == 3
+    assert all(0 <= e <= 1 for e in errors) and all(math.isfinite(v) for v in result.history["train_loss"])
     assert result.final_val_param_error == errors[-1]
     assert len(result.history["val_param_error_columns"][-1]) == 2
     if loss_name == "scrapl":

@@ -256,6 +256,7 @@ def _distributed_worker(rank, world, init_file, out_dir):
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_warmup_equals_single_process(tmp_path):
     import torch.multiprocessing as mp
 
@@ -271,6 +272,36 @@ def test_two_process_warmup_equals_single_process(tmp_path):
         assert result["paths"] == list(range(7))
         assert torch.allclose(result["probs"], single.probs, rtol=1e-5, atol=1e-7)
     assert sorted(f for f in os.listdir(out_dir) if f.startswith("vals_")) == [f"vals_{i}.pt" for i in range(7)]
+
+
+def test_each_rank_of_a_sharded_warmup_computes_its_paths_and_ends_with_all(tmp_path, monkeypatch):
+    """In one process, a stand-in for a 2-rank group: each rank computes and saves its shard of the paths, the
+    gather gives it the other rank's values, and both end with the single-process probabilities."""
+    theta, target = direct_problem()
+    args = (lambda x: theta, toy_synth, {"x": target}, [theta])
+    single = SCRAPLLoss(n_theta=3, **CONFIG)
+    everything = single.warmup_lc_hvp(*args, save_dir=None, n_iter=8, progress=False)
+    rank = {"now": 0}
+
+    def all_gather_object(gathered, mine):  # the other rank's shard comes from the single-process run
+        for r in range(len(gathered)):
+            gathered[r] = mine if r == rank["now"] else {k: v for k, v in everything.items() if k not in mine}
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda *a, **k: 2)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda *a, **k: rank["now"])
+    monkeypatch.setattr(torch.distributed, "all_gather_object", all_gather_object)
+    computed = {}
+    for r in (0, 1):
+        rank["now"] = r
+        out_dir = tmp_path / f"rank{r}"
+        loss = SCRAPLLoss(n_theta=3, **CONFIG)
+        vals = loss.warmup_lc_hvp(*args, save_dir=str(out_dir), n_iter=8, progress=False)
+        assert sorted(vals) == list(range(7))
+        assert torch.allclose(loss.probs, single.probs, rtol=1e-5, atol=1e-7)
+        computed[r] = sorted(int(f[5:-3]) for f in os.listdir(out_dir) if f.startswith("vals_"))
+        assert (out_dir / "probs.pt").exists() == (r == 0)  # rank 0 writes the probabilities
+    assert computed[0] and computed[1] and sorted(computed[0] + computed[1]) == list(range(7))
 
 
 # -------------------------------------------------------------------- plots
