@@ -34,6 +34,8 @@ from typing import Callable, Dict, Iterable, List, Optional
 import torch
 from torch import Tensor
 
+from ..checks import wants_value_check
+
 log = logging.getLogger(__name__)
 
 
@@ -187,7 +189,8 @@ class PathwiseHooks:
             return grad
         self._pending.discard(index)
         param = self.params[index]
-        if param.grad is not None and bool(param.grad.any()):
+        # A value read: on CUDA only when asked (see scrapl_graph.checks).
+        if param.grad is not None and wants_value_check(param.grad) and bool(param.grad.any()):
             raise ValueError(f"attached parameter {index} already holds a gradient: call zero_grad() before "
                              f"each SCRAPL backward (P-Adam/P-SAGA transform one path's gradient)")
         if self.cfg.grad_mult != 1.0:
