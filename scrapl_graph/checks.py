@@ -25,13 +25,15 @@ def wants_value_check(t: Tensor, check_values: Optional[bool] = None) -> bool:
     return os.environ.get("SCRAPL_GRAPH_CHECK_VALUES", "0") not in ("", "0")
 
 
-def check_finite(t: Tensor, name: str, check_values: Optional[bool] = None) -> None:
+def check_finite(t: Tensor, name: str, check_values: Optional[bool] = None, what: str = "audio samples") -> None:
     """Raise ``ValueError`` if ``t`` holds NaN or Inf (when the value-check rule says so)."""
     if t.numel() == 0 or not wants_value_check(t, check_values):
         return
     # A finite sum proves every element finite; only overflow needs the elementwise check.
-    if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or Inf values; expected finite audio samples")
+    with torch.no_grad():
+        finite = bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+    if not finite:
+        raise ValueError(f"{name} contains NaN or Inf values; expected finite {what}")
 
 
 def check_real_float(t: object, name: str) -> Tensor:

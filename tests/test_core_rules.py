@@ -133,3 +133,38 @@ def test_probability_files_carry_their_identity(tmp_path):
             same_count.load_probs(str(tmp_path / "probs.pt"))
     torch.save(loss.probs.clone(), tmp_path / "bare.pt")  # the reference package's format
     SCRAPLLoss(N, **SMALL, use_p_adam=False, probs_path=str(tmp_path / "bare.pt"))
+
+
+def _chirplet():
+    from scrapl_graph.processors import ChirpletSynth
+
+    return ChirpletSynth(sample_rate=8192, num_samples=1024, f0_hz=512, max_shift=0)
+
+
+@pytest.mark.parametrize("change, error", [
+    (lambda v: v[:0], ValueError),                      # no node
+    (lambda v: v.long(), TypeError),
+    (lambda v: v.to(torch.complex64), TypeError),
+    (lambda v: v * float("nan"), ValueError),
+])
+def test_processors_and_graphs_refuse_degenerate_parameters(change, error):
+    from scrapl_graph.graph import GraphSynth
+
+    synth = _chirplet()
+    params = {k: change(torch.zeros(2, *v)) for k, v in synth.parameter_size().items()}
+    with pytest.raises(error) as info:
+        synth(None, **params)
+    assert info.traceback[-1].path.is_relative_to(PACKAGE)
+    graph = GraphSynth.chain({"chirplet": _chirplet()}, num_samples=1024)
+    with pytest.raises(error) as info:
+        graph(change(torch.zeros(2, graph.n_theta)))
+    assert info.traceback[-1].path.is_relative_to(PACKAGE)
+
+
+def test_training_loops_refuse_an_empty_target():
+    from scrapl_graph.graph import GraphSynth
+    from scrapl_graph.train import optimize_graph
+
+    graph = GraphSynth.chain({"chirplet": _chirplet()}, num_samples=1024)
+    with pytest.raises(ValueError, match="at least one example"):
+        optimize_graph(graph, torch.zeros(0, 1, 1024), "mss", steps=1, progress=False)

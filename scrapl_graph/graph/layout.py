@@ -15,6 +15,8 @@ from typing import Dict, List, Mapping, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_finite
+
 with warnings.catch_warnings():
     # GRAFX warns about the torchaudio version with a string comparison that
     # misreads "2.11" as older than "2.4"; the warning is spurious.
@@ -133,6 +135,9 @@ class ThetaLayout:
             raise TypeError("theta must be a floating-point torch.Tensor")
         if theta.ndim != 2 or theta.shape[1] != self.n_theta:
             raise ValueError(f"theta must have shape (B, {self.n_theta}), got {tuple(theta.shape)}")
+        if theta.shape[0] == 0:
+            raise ValueError(f"theta has shape {tuple(theta.shape)}: need at least one example")
+        check_finite(theta, "theta", what="parameters")
         return theta
 
     def to_dicts(self, theta: Tensor) -> Dict[str, dict]:

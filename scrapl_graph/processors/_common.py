@@ -14,6 +14,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_finite
+
 LN2 = math.log(2.0)
 INPUT_MODES = ("add", "ignore")
 
@@ -142,11 +144,12 @@ def check_input_signals(input_signals: Optional[Tensor], num_samples: int) -> Op
         raise TypeError(f"input_signals must be a torch.Tensor, got {type(input_signals).__name__}")
     if not input_signals.is_floating_point():
         raise TypeError(f"input_signals must be floating point, got {input_signals.dtype}")
-    if input_signals.ndim != 3 or input_signals.shape[-1] != num_samples:
+    if input_signals.ndim != 3 or input_signals.shape[-1] != num_samples or 0 in input_signals.shape[:2]:
         raise ValueError(
-            f"input_signals must have shape (nodes, channels, {num_samples}), "
-            f"got {tuple(input_signals.shape)}"
+            f"input_signals must have shape (nodes, channels, {num_samples}) with at least one node and "
+            f"channel, got {tuple(input_signals.shape)}"
         )
+    check_finite(input_signals, "input_signals")
     return input_signals
 
 
@@ -176,8 +179,10 @@ def check_scalar_params(params: Dict[str, Tensor], num_nodes: Optional[int]) -> 
             raise TypeError(f"parameter {name!r} must be floating point, got {value.dtype}")
         if value.ndim == 2 and value.shape[1] == 1:
             value = value[:, 0]
-        if value.ndim != 1:
-            raise ValueError(f"parameter {name!r} must have shape (nodes, 1), got {tuple(value.shape)}")
+        if value.ndim != 1 or value.shape[0] == 0:
+            raise ValueError(f"parameter {name!r} must have shape (nodes, 1) with at least one node, "
+                             f"got {tuple(value.shape)}")
+        check_finite(value, f"parameter {name!r}", what="parameters")
         if num_nodes is None:
             num_nodes = value.shape[0]
         if value.shape[0] != num_nodes:

@@ -82,8 +82,9 @@ class TimeShift(nn.Module):
         """
         if not torch.is_tensor(input_signals) or not input_signals.is_floating_point():
             raise TypeError("input_signals must be a floating-point torch.Tensor")
-        if input_signals.ndim != 3:
-            raise ValueError(f"input_signals must have shape (nodes, channels, samples), got {tuple(input_signals.shape)}")
+        if input_signals.ndim != 3 or 0 in input_signals.shape[:2]:
+            raise ValueError(f"input_signals must have shape (nodes, channels, samples) with at least one node and "
+                             f"channel, got {tuple(input_signals.shape)}")
         nodes, _, length = input_signals.shape
         if shift is None:
             if self.max_shift >= length:

@@ -45,6 +45,8 @@ def normalized_param_error(theta: Tensor, true_theta: Tensor, columns: Optional[
             raise TypeError(f"{name} must be a floating-point torch.Tensor, got {type(t).__name__}")
         if t.ndim != 2:
             raise ValueError(f"{name} must have shape (B, n_theta), got {tuple(t.shape)}")
+    if theta.shape[0] == 0:
+        raise ValueError("theta has no rows: the parameter error needs at least one example")
     if theta.shape != true_theta.shape:
         raise ValueError(f"theta {tuple(theta.shape)} and true_theta {tuple(true_theta.shape)} differ in shape")
     with torch.no_grad():

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import torch
 from torch import Tensor, nn
 
+from .. import checks
 from ..losses import build_loss
 
 log = logging.getLogger(__name__)
@@ -64,15 +65,9 @@ def resolve_device(device, default: torch.device) -> torch.device:
 
 
 def check_audio(x: Any, name: str) -> Tensor:
-    """A finite float tensor ``(batch, channels, samples)``."""
-    if not torch.is_tensor(x):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.ndim != 3:
-        raise ValueError(f"{name} must have shape (batch, channels, samples), got {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf")
+    """A finite real float tensor ``(batch, channels, samples)`` with at least one example and channel."""
+    x = checks.check_audio(x, name, min_length=1)
+    checks.check_finite(x, name)
     return x
 
 
