@@ -162,7 +162,9 @@ class SCRAPLLoss(nn.Module):
         Raises:
             ValueError: if ``device`` is not the loss's device (move the loss with ``.to``).
         """
-        if device is not None and torch.device(device) != self.transforms.device:
+        own = self.transforms.device
+        wanted = None if device is None else torch.device(device)
+        if wanted is not None and (wanted.type != own.type or wanted.index not in (None, own.index)):
             raise ValueError(f"this loss is on {self.transforms.device}, not {device}: move it with .to({device!r})")
         return self.transforms.get(n, dtype)
 
