@@ -288,15 +288,7 @@ class SCRAPLLoss(nn.Module):
 
     def check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """Warn when ``optimizer`` does not suit the hook form (P-Adam/P-SAGA expect plain SGD)."""
-        pathwise = self.use_p_adam or self.use_p_saga
-        if pathwise and not isinstance(optimizer, torch.optim.SGD):
-            log.warning("SCRAPL with P-Adam/P-SAGA expects plain SGD (no momentum), got %s: gradients are "
-                        "transformed twice", type(optimizer).__name__)
-        elif pathwise and any(g.get("momentum", 0) for g in optimizer.param_groups):
-            log.warning("SCRAPL with P-Adam/P-SAGA expects plain SGD without momentum")
-        if not self.use_p_adam and self.grad_mult != 1.0 and isinstance(optimizer, torch.optim.SGD):
-            log.warning("SCRAPL without P-Adam multiplies gradients by grad_mult=%g: scale the SGD learning rate "
-                        "down accordingly", self.grad_mult)
+        self.pathwise.check_optimizer(optimizer)
 
     @property
     def attached_params(self) -> List[Tensor]:

@@ -202,6 +202,19 @@ class PathwiseHooks:
     def nbytes(self) -> int:
         return sum(state_nbytes(s) for s in self.states)
 
+    def check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Warn when ``optimizer`` would transform the hooks' output again, or scale it unawares."""
+        cfg = self.cfg
+        pathwise = cfg.use_p_adam or cfg.use_p_saga
+        if pathwise and not isinstance(optimizer, torch.optim.SGD):
+            log.warning("SCRAPL with P-Adam/P-SAGA expects plain SGD (no momentum), got %s: gradients are "
+                        "transformed twice", type(optimizer).__name__)
+        elif pathwise and any(g.get("momentum", 0) for g in optimizer.param_groups):
+            log.warning("SCRAPL with P-Adam/P-SAGA expects plain SGD without momentum")
+        if not cfg.use_p_adam and cfg.grad_mult != 1.0 and isinstance(optimizer, torch.optim.SGD):
+            log.warning("SCRAPL without P-Adam multiplies gradients by grad_mult=%g: scale the SGD learning rate "
+                        "down accordingly", cfg.grad_mult)
+
     def state_dict(self) -> List[Dict[str, object]]:
         return [{key: dict(s[key]) if isinstance(s[key], dict) else s[key] for key in s} for s in self.states]
 
