@@ -207,7 +207,8 @@ _GLOBAL_FLAGS = ("-v", "--verbose", "--tune-malloc")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="scrapl-graph", description="SCRAPL scattering losses for GRAFX audio graphs. "
-                     "Without a subcommand, runs the demo.")
+                     "Without a subcommand, runs the demo. Training of parameter predictors: "
+                     "scrapl-graph fit|validate|test --config FILE (LightningCLI; see fit --help).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     parser.add_argument("--tune-malloc", action="store_true",
                         help="keep freed memory for reuse in glibc's malloc (faster JTFS steps on CPU; also "
@@ -285,8 +286,27 @@ def _add_jtfs(sub) -> None:
     jtfs.set_defaults(func=cmd_jtfs)
 
 
+#: Subcommands handed to LightningCLI (the training layer, extra ``train``).
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
+
+
+def run_lightning(argv: List[str]) -> int:
+    """``scrapl-graph fit|validate|test ...``: the training layer's command (see :mod:`scrapl_graph.lightning.cli`)."""
+    try:
+        from .lightning.cli import run
+    except ImportError as err:
+        raise UsageError(f"the training layer needs Lightning: pip install 'scrapl-graph[train]' ({err})") from None
+    return run(argv)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        try:
+            return run_lightning(argv)
+        except UsageError as err:
+            print(f"scrapl-graph {argv[0]}: error: {err}", file=sys.stderr)
+            return 2
     parser = build_parser()
     command = "scrapl-graph"
     try:

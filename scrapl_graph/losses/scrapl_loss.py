@@ -223,7 +223,7 @@ class SCRAPLLoss(nn.Module):
         return [synchronize_path(i, device) for i in draws]
 
     def _target_coefficients(self, jtfs: JTFS, x_target: Tensor, flat: Tensor, idxs: List[int]) -> Tensor:
-        if not self.cache_target:
+        if not self.cache_target or x_target.is_inference():  # inference tensors have no version counter
             with torch.no_grad():
                 return jtfs.paths_coefficients(flat, idxs)
         key = (x_target._version, jtfs.N, flat.device, flat.dtype)
