@@ -1,7 +1,9 @@
-"""Losses: SCRAPL, the full-tree JTFS loss, and the per-path distance they share."""
+"""Losses: SCRAPL, the full-tree JTFS loss, the per-path distance they share, and the paper's baselines."""
 from .distance import path_distance
 from .jtfs_loss import JTFSLoss
+from .mss import RevisitedMSSLoss
+from .parameter import ParameterLoss
 from .registry import LOSSES, build_loss
 from .scrapl_loss import SCRAPLLoss
 
-__all__ = ["JTFSLoss", "LOSSES", "SCRAPLLoss", "build_loss", "path_distance"]
+__all__ = ["JTFSLoss", "LOSSES", "ParameterLoss", "RevisitedMSSLoss", "SCRAPLLoss", "build_loss", "path_distance"]

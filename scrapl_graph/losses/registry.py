@@ -1,7 +1,9 @@
-"""Build any loss by name or from a ``{"class_path", "init_args"}`` config: SCRAPL, JTFS and auraloss.
+"""Build any loss by name or from a ``{"class_path", "init_args"}`` config: SCRAPL, JTFS, MSS, P-loss, auraloss.
 
-Every loss built here is called as ``loss(input, target)`` on (batch,
-channels, samples) tensors, so training code can swap them freely.
+Every audio loss built here is called as ``loss(input, target)`` on (batch,
+channels, samples) tensors, so training code can swap them freely. The
+parameter loss (``p_loss``) is called the same way on (batch, n_theta)
+parameters and says so with its attribute ``compares = "theta"``.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from torch import nn
 
 from ..io import import_object
 from .jtfs_loss import JTFSLoss
+from .mss import RevisitedMSSLoss, mss_linear, mss_log_linear, mss_random
+from .parameter import ParameterLoss
 from .scrapl_loss import SCRAPLLoss
 
 
@@ -35,6 +39,11 @@ LOSSES: Dict[str, Callable[..., nn.Module]] = {
     "scrapl": SCRAPLLoss,
     "jtfs": JTFSLoss,
     "mss": _mss_paper,
+    "mss_linear": mss_linear,
+    "mss_log_linear": mss_log_linear,
+    "mss_random": mss_random,
+    "mss_revisited": RevisitedMSSLoss,
+    "p_loss": ParameterLoss,
     "multi_resolution_stft": _auraloss("freq", "MultiResolutionSTFTLoss"),
     "stft": _auraloss("freq", "STFTLoss"),
     "random_resolution_stft": _auraloss("freq", "RandomResolutionSTFTLoss"),
@@ -46,15 +55,18 @@ LOSSES: Dict[str, Callable[..., nn.Module]] = {
     "dc": _auraloss("time", "DCLoss"),
     "log_cosh": _auraloss("time", "LogCoshLoss"),
 }
-_ALIASES = {"mrstft": "multi_resolution_stft", "sisdr": "si_sdr", "sdsdr": "sd_sdr", "logcosh": "log_cosh"}
+_ALIASES = {"mrstft": "multi_resolution_stft", "sisdr": "si_sdr", "sdsdr": "sd_sdr", "logcosh": "log_cosh",
+            "parameter": "p_loss"}
 
 
 def build_loss(spec: Union[str, Mapping[str, Any]], **kwargs) -> nn.Module:
     """Build a loss from a registry name or a class-path config.
 
     Args:
-        spec: a name (``"scrapl"``, ``"jtfs"``, ``"mss"``, ``"multi_resolution_stft"``,
-            ``"stft"``, ``"si_sdr"``, ``"esr"``, ... see ``LOSSES``) or a mapping
+        spec: a name (``"scrapl"``, ``"jtfs"``, ``"mss"``, ``"mss_linear"``,
+            ``"mss_log_linear"``, ``"mss_random"``, ``"mss_revisited"``,
+            ``"p_loss"``, ``"multi_resolution_stft"``, ``"stft"``, ``"si_sdr"``,
+            ``"esr"``, ... see ``LOSSES``) or a mapping
             ``{"class_path": "auraloss.freq.STFTLoss", "init_args": {...}}``
             (Lightning / jsonargparse style; ``class_path`` may also be a name).
         **kwargs: constructor arguments (merged over ``init_args``).
