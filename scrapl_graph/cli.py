@@ -301,6 +301,14 @@ def run_lightning(argv: List[str]) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "reproduce":
+        try:
+            from .lightning.reproduce import main as reproduce
+        except ImportError as err:
+            print(f"scrapl-graph reproduce: error: needs Lightning: pip install 'scrapl-graph[train]' ({err})",
+                  file=sys.stderr)
+            return 2
+        return reproduce(argv[1:])
     if argv and argv[0] in LIGHTNING_COMMANDS:
         try:
             return run_lightning(argv)

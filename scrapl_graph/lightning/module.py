@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import lightning.pytorch as pl
@@ -73,7 +74,20 @@ class SoundMatching(pl.LightningModule):
         self.eval_seed, self.results_file = int(eval_seed), results_file
         self._metrics: Dict[str, AudioMetrics] = {}
         self._test_sums: Dict[str, List[float]] = {}
+        self._elapsed_before, self._fit_start = 0.0, None
         self.save_hyperparameters(ignore=["synth", "loss", "encoder"])
+
+    # ------------------------------------------------------------------ clock
+    def setup(self, stage: str) -> None:
+        # Runs before every fit-start hook, so the clock includes the theta-IS warmup.
+        if stage == "fit":
+            self._fit_start = time.perf_counter()
+
+    @property
+    def elapsed_s(self) -> float:
+        """Wall-clock seconds of fitting so far (warmup included; summed over resumed runs)."""
+        running = 0.0 if self._fit_start is None else time.perf_counter() - self._fit_start
+        return self._elapsed_before + running
 
     # ------------------------------------------------------------------ steps
     @property
@@ -97,6 +111,7 @@ class SoundMatching(pl.LightningModule):
         x_hat = None if self.compares_theta else self.synth(theta_hat)
         value = self._loss(batch, theta_hat, x_hat)
         self.log("train/loss", value, prog_bar=True, batch_size=audio.shape[0])
+        self.log("time/elapsed_s", self.elapsed_s, batch_size=audio.shape[0])
         return value
 
     def _evaluate(self, batch: Mapping[str, Tensor], batch_idx: int, stage: str) -> Dict[str, Tensor]:
@@ -117,6 +132,10 @@ class SoundMatching(pl.LightningModule):
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.log("val/elapsed_s", self.elapsed_s)
 
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         values = self._evaluate(batch, batch_idx, "test")
@@ -169,10 +188,12 @@ class SoundMatching(pl.LightningModule):
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["random_state"] = random_state.capture(self.synth)
+        checkpoint["elapsed_s"] = self.elapsed_s
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         if "random_state" in checkpoint:
             random_state.restore(self.synth, checkpoint["random_state"])
+        self._elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
 
 
 def default_encoder(synth: nn.Module) -> nn.Module:

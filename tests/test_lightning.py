@@ -1,0 +1,131 @@
+"""The training layer: SoundMatching with the loss's own optimizer, metrics, theta-IS warmup, results, DDP."""
+import json
+import os
+import warnings
+
+import pytest
+import torch
+
+pl = pytest.importorskip("lightning.pytorch")
+
+from scrapl_graph import PathwiseAdamSAGA  # noqa: E402
+from scrapl_graph.lightning import SoundMatching, ThetaISWarmup  # noqa: E402
+from _lightning_fixtures import JTFS_TINY, SCRAPL_TINY, SCRAPL_TINY_LINEAR, TinyChirplets, TinyEncoder  # noqa: E402
+
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+
+
+def trainer(tmp_path, **kwargs):
+    defaults = dict(accelerator="cpu", logger=pl.loggers.CSVLogger(str(tmp_path)), enable_progress_bar=False,
+                    enable_model_summary=False, enable_checkpointing=False, max_epochs=1)
+    return pl.Trainer(**{**defaults, **kwargs})
+
+
+def test_scrapl_fit_uses_the_optimizer_form_and_the_warmup(tmp_path):
+    pl.seed_everything(0)
+    data = TinyChirplets()
+    model = SoundMatching(data.synth, loss={"class_path": "scrapl", "init_args": SCRAPL_TINY}, encoder=TinyEncoder(),
+                          val_metrics=("mss", "jtfs"), metric_jtfs=JTFS_TINY)
+    warmup = ThetaISWarmup(n_examples=4, batch_size=4, n_iter=3)
+    run = trainer(tmp_path, callbacks=[warmup])
+    run.fit(model, data)
+    assert isinstance(run.optimizers[0], PathwiseAdamSAGA)
+    assert model.loss.step_count == 4  # one SCRAPL iteration per training batch
+    probs = model.loss.probs
+    assert not torch.allclose(probs, torch.full_like(probs, 1 / len(probs)))  # theta-IS moved them
+    folder = os.path.join(run.log_dir, "theta_is")
+    assert os.path.isfile(os.path.join(folder, "probs.pt")) and warmup.seconds > 0
+    metrics = run.callback_metrics
+    for key in ("val/theta_l1", "val/mss", "val/jtfs", "val/loss", "val/elapsed_s",
+                "val/theta_l1/chirplet[0].theta_am[0]"):
+        assert torch.isfinite(metrics[key]), key
+    assert metrics["val/elapsed_s"] >= warmup.seconds  # the clock includes the warmup
+
+
+def test_evaluation_is_repeatable_and_leaves_training_streams_alone(tmp_path):
+    pl.seed_everything(0)
+    data = TinyChirplets()
+    model = SoundMatching(data.synth, loss="mss", encoder=TinyEncoder(), val_metrics=())
+    run = trainer(tmp_path)
+    first = run.validate(model, data, verbose=False)[0]
+    state = torch.get_rng_state()
+    source = data.synth.processors["chirplet"].random.generator.get_state()
+    second = run.validate(model, data, verbose=False)[0]
+    assert first == second  # the same time shifts at every evaluation
+    assert torch.equal(state, torch.get_rng_state())
+    assert torch.equal(source, data.synth.processors["chirplet"].random.generator.get_state())
+
+
+def test_test_results_file(tmp_path):
+    pl.seed_everything(0)
+    data = TinyChirplets()
+    model = SoundMatching(data.synth, loss="mss", encoder=TinyEncoder(), test_metrics=("mss", "jtfs"),
+                          metric_jtfs=JTFS_TINY)
+    run = trainer(tmp_path)
+    logged = run.test(model, data, verbose=False)[0]
+    with open(os.path.join(run.log_dir, "test_results.json")) as f:
+        results = json.load(f)
+    assert results["n_examples"] == 4
+    assert results["theta_l1"] == pytest.approx(logged["test/theta_l1"], rel=1e-5)
+    assert set(results) >= {"loss", "mss", "jtfs", "theta_l1", "theta_l1/chirplet[0].theta_fm[0]"}
+
+
+def test_linear_learning_rate_decay(tmp_path):
+    pl.seed_everything(0)
+    data = TinyChirplets()
+    model = SoundMatching(data.synth, loss="mss", encoder=TinyEncoder(), lr=1e-3, lr_end=1e-4, val_metrics=())
+    run = trainer(tmp_path, max_epochs=2, limit_val_batches=0)
+    run.fit(model, data)
+    assert run.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+def test_bad_settings():
+    data = TinyChirplets()
+    with pytest.raises(TypeError, match="synth"):
+        SoundMatching(torch.nn.Identity(), loss="mss", encoder=TinyEncoder())
+    with pytest.raises(ValueError, match="lr"):
+        SoundMatching(data.synth, loss="mss", encoder=TinyEncoder(), lr=0)
+
+
+class _RecordPaths(pl.Callback):
+    def __init__(self, folder):
+        self.folder, self.paths = folder, []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.paths.append(pl_module.loss.curr_path_idx)
+        self.losses = getattr(self, "losses", []) + [float(outputs["loss"]), batch["index"].tolist()]
+
+    def on_fit_end(self, trainer, pl_module):
+        with open(os.path.join(self.folder, f"paths_{trainer.global_rank}.json"), "w") as f:
+            json.dump(self.paths, f)
+        with open(os.path.join(self.folder, f"losses_{trainer.global_rank}.json"), "w") as f:
+            json.dump(self.losses, f)
+
+
+def _ddp_run(tmp_path, devices, batch_size, loss_args=SCRAPL_TINY):
+    pl.seed_everything(0)
+    data = TinyChirplets(batch_size=batch_size, max_shift=0)
+    model = SoundMatching(data.synth, loss={"class_path": "scrapl", "init_args": loss_args}, encoder=TinyEncoder(),
+                          lr=1e-3, val_metrics=())
+    folder = tmp_path / f"run_{devices}"
+    folder.mkdir()
+    run = trainer(folder, devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", max_epochs=2,
+                  limit_val_batches=0, callbacks=[_RecordPaths(str(folder))], use_distributed_sampler=False)
+    run.fit(model, data)
+    paths = [json.load(open(folder / f"paths_{r}.json")) for r in range(devices)]
+    return [p.detach().clone() for p in model.encoder.parameters()], paths
+
+
+@pytest.mark.slow
+def test_two_processes_of_batch_b_equal_one_of_batch_2b(tmp_path, monkeypatch):
+    # Spawned workers receive the model's tensors; through files, not inherited descriptors.
+    previous = torch.multiprocessing.get_sharing_strategy()
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    monkeypatch.setattr(torch.multiprocessing, "_restore_strategy", previous, raising=False)
+    single, (single_paths,) = _ddp_run(tmp_path, 1, 4)
+    double, (paths_0, paths_1) = _ddp_run(tmp_path, 2, 2)
+    assert paths_0 == paths_1  # every rank uses rank 0's path at every step
+    assert paths_0 == single_paths and len(set(paths_0)) > 1
+    for a, b in zip(single, double):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    torch.multiprocessing.set_sharing_strategy(previous)
