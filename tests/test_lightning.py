@@ -129,3 +129,26 @@ def test_two_processes_of_batch_b_equal_one_of_batch_2b(tmp_path, monkeypatch):
     for a, b in zip(single, double):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     torch.multiprocessing.set_sharing_strategy(previous)
+
+
+def test_parameter_loss_trains_on_theta(tmp_path):
+    pl.seed_everything(0)
+    data = TinyChirplets()
+    model = SoundMatching(data.synth, loss="p_loss", encoder=TinyEncoder(), lr=1e-2, val_metrics=())
+    assert model.compares_theta
+    run = trainer(tmp_path, max_epochs=3)
+    first = run.validate(model, data, verbose=False)[0]["val/theta_l1"]
+    run.fit(model, data)
+    assert isinstance(run.optimizers[0], torch.optim.AdamW)
+    assert run.callback_metrics["val/theta_l1"] < first  # supervised on theta, the error falls
+
+
+def test_default_encoder_is_the_papers_sized_from_the_synth():
+    from scrapl_graph.graph import GraphSynth
+    from scrapl_graph.processors import ChirpletSynth
+
+    synth = GraphSynth.chain({"chirplet": ChirpletSynth(sample_rate=8192, num_samples=8192, f0_hz=512, max_shift=0)},
+                             num_samples=8192)
+    model = SoundMatching(synth, loss="mss")
+    assert sum(p.numel() for p in model.encoder.parameters()) == 604106  # the paper's 604K
+    assert model(torch.randn(2, 1, 8192)).shape == (2, 2)

@@ -5,9 +5,9 @@
   image to unconstrained theta, with the paper's two configurations;
 - :class:`AudioEncoder`: the two together, audio ``(B, C, N)`` to ``(B, n_theta)``.
 """
-from .audio import AudioEncoder
+from .audio import AudioEncoder, paper_encoder_for
 from .cnn import SpectralCNNEncoder, ThetaHeads, as_n_theta
 from .cqt import ConstantQTransform, cqt_frequencies, paper_f_min
 
-__all__ = ["AudioEncoder", "ConstantQTransform", "SpectralCNNEncoder", "ThetaHeads", "as_n_theta",
+__all__ = ["AudioEncoder", "ConstantQTransform", "paper_encoder_for", "SpectralCNNEncoder", "ThetaHeads", "as_n_theta",
            "cqt_frequencies", "paper_f_min"]

@@ -74,3 +74,29 @@ class AudioEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Args: x ``(B, C, n_samples)`` audio. Returns: ``(B, n_theta)`` (see the two modules' errors)."""
         return self.cnn(self.frontend(x))
+
+
+def synth_sample_rate(synth: nn.Module) -> float:
+    """The sample rate of the first processor of ``synth`` that declares one.
+
+    Raises:
+        ValueError: if no processor declares a sample rate.
+    """
+    for module in synth.modules():
+        rate = getattr(module, "sample_rate", None)
+        if isinstance(rate, (int, float)) and rate > 0:
+            return float(rate)
+    raise ValueError(f"{type(synth).__name__} has no processor with a sample_rate: give the encoder explicitly")
+
+
+def paper_encoder_for(synth: nn.Module) -> AudioEncoder:
+    """The paper's encoder sized for ``synth`` (its ``n_theta``, ``num_samples`` and sample rate).
+
+    The TR-808 layout (9 octaves, wider pooling) above 16 kHz, where the paper
+    used it at 44.1 kHz; the granular/chirplet layout (5 octaves) below, where
+    the paper used it at 8192 Hz.
+    """
+    rate, n = synth_sample_rate(synth), int(getattr(synth, "num_samples"))
+    if rate > 16000:
+        return AudioEncoder.paper_tr808(synth, sample_rate=rate, n_samples=n)
+    return AudioEncoder.paper_granular_chirplet(synth, sample_rate=rate, n_samples=n)
