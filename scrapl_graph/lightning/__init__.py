@@ -1,12 +1,37 @@
 """The training layer on PyTorch Lightning (extra ``train``: ``pip install 'scrapl-graph[train]'``).
 
-- :class:`SoundMatching`: audio -> encoder -> theta -> synth -> audio with any loss;
-- :class:`ThetaISWarmup`: theta-IS path probabilities at fit start;
-- :mod:`.cli`: ``scrapl-graph fit|validate|test --config FILE``.
+Unsupervised sound matching, audio -> encoder -> theta -> synth -> audio:
 
-``import scrapl_graph`` never imports this package.
+- :class:`SoundMatching`: the LightningModule, trained with any loss;
+- :class:`ThetaISWarmup`: theta-IS path probabilities at fit start;
+- data modules (batches after ``on_after_batch_transfer``, on the training
+  device: ``{"audio": (B, 1, N), "theta": (B, n_theta), "index": (B,)}``, no
+  ``"theta"`` for recordings); each exposes ``synth`` (the model's decoder),
+  ``n_theta``, ``theta_labels``, ``sample_rate`` and ``num_samples`` from
+  construction on: :class:`SynthDataModule` (the paper's granular and
+  chirplet tasks, a synthetic drum task) and :class:`AudioFolderDataModule`
+  (a folder of one-shot recordings);
+- :mod:`.cli`: ``scrapl-graph fit|validate|test --config FILE``;
+  :mod:`.reproduce`: tables over losses and seeds.
+
+Importing this package imports ``lightning``; ``import scrapl_graph`` does not.
 """
 from .callbacks import ThetaISWarmup
+from .data import SynthDataModule
 from .module import SoundMatching
+from .recordings import AudioFolderDataModule
+from .sampling import EpochShuffleSampler, ResumableDataLoader, mix_seed
+from .tasks import TASKS, build_synth, render_examples
 
-__all__ = ["SoundMatching", "ThetaISWarmup"]
+__all__ = [
+    "AudioFolderDataModule",
+    "EpochShuffleSampler",
+    "ResumableDataLoader",
+    "SoundMatching",
+    "SynthDataModule",
+    "TASKS",
+    "ThetaISWarmup",
+    "build_synth",
+    "mix_seed",
+    "render_examples",
+]
