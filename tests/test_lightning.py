@@ -158,3 +158,47 @@ def test_default_encoder_is_the_papers_sized_from_the_synth():
     model = SoundMatching(synth, loss="mss")
     assert sum(p.numel() for p in model.encoder.parameters()) == 604106  # the paper's 604K
     assert model(torch.randn(2, 1, 8192)).shape == (2, 2)
+
+
+class _DropoutEncoder(torch.nn.Module):
+    """TinyEncoder with dropout: its training steps draw from torch's global generator."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.drop = TinyEncoder(), torch.nn.Dropout(0.2)
+
+    def forward(self, x):
+        return self.body(self.drop(x))
+
+
+def _resume_run(folder, max_steps, ckpt_path=None, every=None):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from scrapl_graph.lightning import SynthDataModule
+
+    pl.seed_everything(0)
+    data = SynthDataModule(task="chirplet", grid_size=4, n_seeds=1, batch_size=2, num_samples=2048,
+                           max_shift=256, seed=3)
+    model = SoundMatching(data.synth, loss={"class_path": "scrapl", "init_args": SCRAPL_TINY}, encoder=_DropoutEncoder(),
+                          lr=1e-3, val_metrics=("mss",))
+    callbacks = [ThetaISWarmup(n_examples=2, batch_size=2, n_iter=2)]
+    if every:
+        callbacks.append(ModelCheckpoint(dirpath=str(folder), every_n_train_steps=every, save_top_k=-1))
+    run = trainer(folder, max_steps=max_steps, max_epochs=-1, callbacks=callbacks, enable_checkpointing=bool(every),
+                  num_sanity_val_steps=1)
+    run.fit(model, data, ckpt_path=ckpt_path)
+    return model, data
+
+
+def test_resume_mid_epoch_is_bit_exact(tmp_path):
+    whole, data = _resume_run(tmp_path / "whole", max_steps=10)
+    batches_per_epoch = len(data.indices["train"]) // 2
+    k = 7
+    assert k % batches_per_epoch != 0 and 2 * k > 10  # mid-epoch, with an epoch end and validation after it
+    _resume_run(tmp_path / "first", max_steps=k, every=k)
+    (ckpt,) = list((tmp_path / "first").glob("*.ckpt"))
+    resumed, _ = _resume_run(tmp_path / "second", max_steps=10, ckpt_path=str(ckpt))
+    for a, b in zip(whole.encoder.parameters(), resumed.encoder.parameters()):
+        assert torch.equal(a, b)
+    assert torch.equal(whole.loss.probs, resumed.loss.probs)  # theta-IS probabilities from the checkpoint
+    assert whole.loss.step_count == resumed.loss.step_count == 10
+    assert not (tmp_path / "second" / "lightning_logs" / "version_0" / "theta_is").exists()  # warmup skipped

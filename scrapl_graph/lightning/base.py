@@ -73,8 +73,9 @@ class ExampleDataModule(pl.LightningDataModule):
             raise ValueError(f"the training split has {len(dataset)} examples, fewer than batch_size="
                              f"{self.batch_size}: every batch would be dropped (lower batch_size or set "
                              "drop_last=False)")
-        loader = ResumableDataLoader(dataset, EpochShuffleSampler(len(dataset), self.seed), self.batch_size,
-                                     drop_last=self.drop_last, num_workers=self.num_workers,
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        loader = ResumableDataLoader(dataset, EpochShuffleSampler(len(dataset), self.seed, rank, world),
+                                     self.batch_size, drop_last=self.drop_last, num_workers=self.num_workers,
                                      on_batch=self._note_position)
         if self._pending_state is not None:
             loader.load_state_dict(self._pending_state)
@@ -83,7 +84,7 @@ class ExampleDataModule(pl.LightningDataModule):
 
     def _eval_loader(self, split: str) -> DataLoader:
         return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=False,
-                          num_workers=self.num_workers)
+                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
@@ -118,3 +119,19 @@ class ExampleDataModule(pl.LightningDataModule):
         if device is not None:
             batch = {k: v.to(device) for k, v in batch.items()}
         return self.on_after_batch_transfer(batch, 0)
+
+    def warmup_batches(self, n_examples: int, batch_size: int, device: Optional[torch.device] = None) -> list:
+        """The first ``n_examples`` training examples (in split order, not the shuffled one), rendered, in batches.
+
+        The theta-IS warmup's examples: the same whatever the training order,
+        its epoch or the process rank.
+
+        Raises:
+            ValueError: if the training split has fewer examples.
+        """
+        dataset = self.dataset("train")
+        if not 1 <= n_examples <= len(dataset):
+            raise ValueError(f"the warmup asks for {n_examples} examples; the training split has {len(dataset)}")
+        loader = DataLoader(torch.utils.data.Subset(dataset, range(n_examples)), batch_size=batch_size,
+                            shuffle=False)
+        return [self.prepare_batch(batch, device) for batch in loader]

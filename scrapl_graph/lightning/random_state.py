@@ -26,7 +26,10 @@ def random_sources(module: nn.Module) -> List[RandomSource]:
 
 def capture(module: nn.Module) -> Dict[str, Any]:
     """Every stream's state: global torch (CPU, CUDA), Python, NumPy, and the module's random sources."""
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # Tensors and plain values only, so that checkpoints load with weights_only=True.
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
              "sources": [source.generator.get_state() for source in random_sources(module)]}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -45,7 +48,8 @@ def restore(module: nn.Module, state: Dict[str, Any]) -> None:
                          f"{len(sources)}: it was saved for another graph")
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
     for source, saved in zip(sources, state["sources"]):
         source.generator.set_state(saved)
     if "cuda" in state and torch.cuda.is_available():

@@ -131,7 +131,14 @@ class ExampleDataset(Dataset):
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """Positions ``0 .. num_examples - 1`` in an order drawn from ``(seed, epoch)``.
+    """Positions ``0 .. num_examples - 1`` in an order drawn from ``(seed, epoch)``; one rank's share.
+
+    Under data-parallel training each of ``world`` ranks takes every
+    ``world``-th position of the epoch's order, starting at its ``rank``
+    (the tail that does not divide evenly is left out), so that batch k of
+    all ranks together holds the same examples as batch k of one process
+    with ``world`` times the batch size. Lightning's own distributed sampler
+    must then be off (``Trainer(use_distributed_sampler=False)``).
 
     Lightning calls :meth:`set_epoch` at the start of every training epoch
     (also after resuming), so each epoch has its own order and a rerun, or a
@@ -141,11 +148,15 @@ class EpochShuffleSampler(Sampler[int]):
     Args:
         num_examples: dataset length.
         seed: seed of the orders.
+        rank, world: this process's rank and the number of processes.
     """
 
-    def __init__(self, num_examples: int, seed: int):
+    def __init__(self, num_examples: int, seed: int, rank: int = 0, world: int = 1):
+        if not 0 <= rank < world:
+            raise ValueError(f"need 0 <= rank < world, got rank={rank}, world={world}")
         self.num_examples = int(num_examples)
         self.seed = int(seed)
+        self.rank, self.world = int(rank), int(world)
         self.epoch = 0
         self.skip = 0  # examples of this epoch's order to leave out, set when resuming
 
@@ -161,10 +172,11 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __iter__(self):
         start, self.skip = self.skip, 0
-        return iter(self.order()[start:].tolist())
+        share = self.order()[self.rank:len(self) * self.world:self.world]
+        return iter(share[start:].tolist())
 
     def __len__(self) -> int:
-        return self.num_examples
+        return self.num_examples // self.world
 
 
 class ResumableDataLoader(DataLoader):
@@ -186,8 +198,10 @@ class ResumableDataLoader(DataLoader):
 
     def __init__(self, dataset: Dataset, sampler: EpochShuffleSampler, batch_size: int, drop_last: bool = True,
                  num_workers: int = 0, on_batch: Optional[Callable[[int, int], None]] = None):
+        # Its own generator: starting an epoch then draws nothing from torch's global one, which the
+        # model's dropout uses (a resumed run starts its loader at another point of that stream).
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                         num_workers=num_workers)
+                         num_workers=num_workers, generator=torch.Generator().manual_seed(sampler.seed))
         self.on_batch = on_batch
         self.position = 0
 
