@@ -211,7 +211,7 @@ def processors_with(**changes):
     (with_changes(CHAIN, chain=[]), ValueError, "at least one node type"),
     (with_changes(CHAIN, chain="chirplet"), TypeError, "graph.chain must be a list"),
     (with_changes(CHAIN, processors=processors_with(eq={"init_args": {}})), ValueError,
-     "graph.processors.eq: a processor spec needs 'class_path'"),
+     "graph.processors.eq: expected a class path or a mapping with 'class_path'"),
     (with_changes(CHAIN, processors=processors_with(eq={"class_path": "grafx.processors.NoSuchEq"})), ValueError,
      "graph.processors.eq: .*no attribute 'NoSuchEq'"),
     (with_changes(CHAIN, processors=processors_with(eq={"class_path": "ZeroPhaseFIREqualizer"})), ValueError,
@@ -219,7 +219,7 @@ def processors_with(**changes):
     (with_changes(CHAIN, processors=processors_with(eq={"class_path": "torch.nn.Identity"})), TypeError,
      "graph.processors.eq: .*no parameter_size"),
     (with_changes(CHAIN, processors=processors_with(eq={"class_path": "collections.OrderedDict"})), TypeError,
-     "not an nn.Module"),
+     "graph.processors.eq: collections.OrderedDict is not a subclass of torch.nn.Module"),
     (with_changes(CHAIN, processors=processors_with(
         eq={"class_path": "grafx.processors.ZeroPhaseFIREqualizer", "init_args": {"bins": 3}})), TypeError,
      "graph.processors.eq: .*bins"),

@@ -82,7 +82,7 @@ def test_config_forms():
         ("nope", ValueError, "unknown loss 'nope'"),
         ({"class_path": "auraloss.freq.NoSuchLoss"}, ValueError, "no attribute"),
         ({"class_path": "no_such_module.Loss"}, ValueError, "cannot import"),
-        ({"class_path": "torch.Tensor"}, TypeError, "not an nn.Module"),
+        ({"class_path": "torch.Tensor"}, TypeError, "not a subclass of torch.nn.Module"),
         ({"init_args": {}}, ValueError, "class_path"),
         ({"class_path": "stft", "extra": 1}, ValueError, "class_path"),
         (3, TypeError, "name or a mapping"),

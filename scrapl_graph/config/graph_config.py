@@ -7,7 +7,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from torch import nn
 
 from ..graph import GraphSynth
-from ..io import instantiate
+from ..io import build_object
 from ..processors import ChirpletSynth, DrumSynth, GranularChirpSynth, TimeShift
 from .checks import _check_mapping, _check_name, _prefixed
 from .topology import IN, MIX, OUT, _chain_topology, _explicit_topology, _make_grafx
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["GRAPH_KEYS", "PROCESSOR_ALIASES", "build_graph_synth"]
 
-#: Short names accepted in a processor's ``class_path`` besides full import paths.
+#: Short names accepted in a processor's ``class_path`` (at any nesting level) besides full import paths.
 PROCESSOR_ALIASES: Dict[str, type] = {
     "ChirpletSynth": ChirpletSynth,
     "DrumSynth": DrumSynth,
@@ -26,7 +26,6 @@ PROCESSOR_ALIASES: Dict[str, type] = {
 
 #: Keys of a graph config.
 GRAPH_KEYS = ("num_samples", "num_channels", "order_method", "processors", "chain", "nodes", "edges")
-
 
 
 def _check_count(spec: Mapping, key: str, default: Optional[int] = None) -> int:
@@ -39,26 +38,11 @@ def _check_count(spec: Mapping, key: str, default: Optional[int] = None) -> int:
 
 
 def _build_processor(node_type: str, item: Any) -> nn.Module:
-    """Instantiate the processor of one node type from its ``class_path`` spec (or a bare class path)."""
+    """Build the processor of one node type from its ``class_path`` spec (or a bare class path) with jsonargparse."""
     where = f"graph.processors.{node_type}"
-    if isinstance(item, str):
-        item = {"class_path": item}
-    item = _check_mapping(item, where)
-    if "class_path" not in item:
-        raise ValueError(f"{where}: a processor spec needs 'class_path' (and optional 'init_args'), "
-                         f"got keys {sorted(item)}")
-    if not isinstance(item["class_path"], str):
-        raise TypeError(f"{where}.class_path must be a string, got {type(item['class_path']).__name__}")
-    if item.get("init_args") is not None:
-        _check_mapping(item["init_args"], f"{where}.init_args")
-    try:
-        processor = instantiate(dict(item), PROCESSOR_ALIASES)
-    except (ValueError, TypeError) as err:
-        raise _prefixed(err, where) from None
-    if not isinstance(processor, nn.Module):
-        raise TypeError(f"{where}: {item['class_path']} built a {type(processor).__name__}, not an nn.Module")
+    processor = build_object(item, nn.Module, where=where, aliases=PROCESSOR_ALIASES)
     if not callable(getattr(processor, "parameter_size", None)):
-        raise TypeError(f"{where}: {item['class_path']} has no parameter_size() method, "
+        raise TypeError(f"{where}: {type(processor).__name__} has no parameter_size() method, "
                         f"so it cannot be a GRAFX processor")
     return processor
 
@@ -121,8 +105,10 @@ def build_graph_synth(spec: Mapping[str, Any]) -> GraphSynth:
       ``order_method`` (str, default ``"beam"``): GRAFX rendering-order method;
     - ``processors``: node type -> ``{"class_path": ..., "init_args": {...}}``
       (or a bare class path); ``class_path`` is an import path or one of
-      :data:`PROCESSOR_ALIASES`. The mapping's order is the theta layout's
-      type order;
+      :data:`PROCESSOR_ALIASES`. jsonargparse builds each
+      (:func:`~scrapl_graph.io.build_object`): init_args are checked against
+      the class's signature, and may hold nested specs. The mapping's order
+      is the theta layout's type order;
     - either ``chain``: a list of node types, wired ``in -> ... -> out``;
     - or ``nodes`` (node name -> node type; ``"mix"`` and extra ``"in"``
       nodes are allowed) and ``edges`` (``[source, destination]`` pairs of
@@ -140,7 +126,8 @@ def build_graph_synth(spec: Mapping[str, Any]) -> GraphSynth:
 
     Raises:
         TypeError / ValueError: naming the offending key, for unknown keys,
-            bad sizes, processors that cannot be built or lack
+            bad sizes, processors that cannot be built (unknown class paths,
+            init_args that do not fit the signature) or lack
             ``parameter_size()``, processors whose ``num_samples`` differs from
             the graph's, both or neither of ``chain`` and ``nodes``/``edges``,
             unknown node types, edges to unknown nodes, duplicate or self

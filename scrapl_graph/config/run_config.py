@@ -21,10 +21,7 @@ RUN_KEYS = ("graph", "loss", "target_theta", "theta_init", "trainable")
 
 def _build_run(config: Mapping[str, Any]) -> Dict[str, Any]:
     synth = build_graph_synth(config["graph"])
-    try:
-        loss = build_loss(config["loss"])
-    except (ValueError, TypeError) as err:
-        raise _prefixed(err, "loss") from None
+    loss = build_loss(config["loss"])  # its errors start with "loss"
     thetas = {}
     for key in ("target_theta", "theta_init"):
         value = config.get(key)
@@ -46,10 +43,10 @@ def load_run_config(path: str) -> Dict[str, Any]:
 
     Top-level keys: ``graph`` (a graph config, see :func:`build_graph_synth`),
     ``loss`` (a registry name such as ``"scrapl"`` or a ``class_path`` spec,
-    built by :func:`~scrapl_graph.losses.build_loss`), and the optional
-    ``target_theta`` and ``theta_init`` (see :func:`theta_from_spec`) and
-    ``trainable`` (layout labels, node types or parameter names, see
-    :func:`~scrapl_graph.graph.resolve_columns`).
+    built through jsonargparse by :func:`~scrapl_graph.losses.build_loss`),
+    and the optional ``target_theta`` and ``theta_init`` (see
+    :func:`theta_from_spec`) and ``trainable`` (layout labels, node types or
+    parameter names, see :func:`~scrapl_graph.graph.resolve_columns`).
 
     Args:
         path: the config file.

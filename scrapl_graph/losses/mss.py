@@ -37,10 +37,22 @@ def _auraloss_freq(name: str):
     return getattr(importlib.import_module("auraloss.freq"), name)
 
 
+def _paper_settings(w_log_mag: float) -> dict:
+    return dict(fft_sizes=list(PAPER_FFT_SIZES), hop_sizes=[n // 4 for n in PAPER_FFT_SIZES],
+                win_lengths=list(PAPER_FFT_SIZES), w_sc=0.0, w_phs=0.0, w_lin_mag=1.0, w_log_mag=w_log_mag,
+                mag_distance="L1")
+
+
+#: The auraloss-based variants as ``{"class_path", "init_args"}`` specs (the loss registry's entries).
+MSS_SPECS = {
+    "mss_linear": {"class_path": "auraloss.freq.MultiResolutionSTFTLoss", "init_args": _paper_settings(0.0)},
+    "mss_log_linear": {"class_path": "auraloss.freq.MultiResolutionSTFTLoss", "init_args": _paper_settings(1.0)},
+    "mss_random": {"class_path": "auraloss.freq.RandomResolutionSTFTLoss", "init_args": {"max_fft_size": 32767}},
+}
+
+
 def _paper_resolutions(w_log_mag: float, overrides: dict) -> nn.Module:
-    settings = dict(fft_sizes=list(PAPER_FFT_SIZES), hop_sizes=[n // 4 for n in PAPER_FFT_SIZES],
-                    win_lengths=list(PAPER_FFT_SIZES), w_sc=0.0, w_phs=0.0, w_lin_mag=1.0, w_log_mag=w_log_mag,
-                    mag_distance="L1")
+    settings = _paper_settings(w_log_mag)
     settings.update(overrides)
     return _auraloss_freq("MultiResolutionSTFTLoss")(**settings)
 
@@ -105,7 +117,7 @@ def mss_random(**overrides) -> nn.Module:
         The ``auraloss.freq.RandomResolutionSTFTLoss`` module; it raises
         ``ValueError`` on signals of ``max_fft_size`` samples or fewer.
     """
-    settings = dict(max_fft_size=32767)
+    settings = dict(MSS_SPECS["mss_random"]["init_args"])
     settings.update(overrides)
     return _auraloss_freq("RandomResolutionSTFTLoss")(**settings)
 
