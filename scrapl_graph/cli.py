@@ -290,7 +290,7 @@ def _add_jtfs(sub) -> None:
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 
-def run_lightning(argv: List[str]) -> int:
+def run_lightning(argv: Optional[List[str]]) -> int:
     """``scrapl-graph fit|validate|test ...``: the training layer's command (see :mod:`scrapl_graph.lightning.cli`)."""
     try:
         from .lightning.cli import run
@@ -300,6 +300,7 @@ def run_lightning(argv: List[str]) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "reproduce":
         try:
@@ -311,7 +312,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return reproduce(argv[1:])
     if argv and argv[0] in LIGHTNING_COMMANDS:
         try:
-            return run_lightning(argv)
+            # From the command line LightningCLI reads sys.argv itself.
+            return run_lightning(None if from_command_line else argv)
         except UsageError as err:
             print(f"scrapl-graph {argv[0]}: error: {err}", file=sys.stderr)
             return 2

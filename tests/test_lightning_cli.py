@@ -1,0 +1,88 @@
+"""The training layer's commands: fit/test through LightningCLI on the shipped configs, and reproduction tables."""
+import csv
+import json
+import os
+import pathlib
+
+import pytest
+
+pytest.importorskip("lightning.pytorch")
+
+from scrapl_graph.cli import main  # noqa: E402
+from scrapl_graph.lightning import reproduce  # noqa: E402
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "examples" / "configs"
+TINY = ["--data.init_args.grid_size=5", "--data.init_args.n_seeds=1", "--data.init_args.batch_size=4",
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
+        "--model.val_metrics=[]", "--model.test_metrics=[mss]", "--trainer.num_sanity_val_steps=0",
+        "--trainer.limit_test_batches=1", "--trainer.enable_progress_bar=false"]
+
+
+@pytest.mark.parametrize("task", ["granular_cpu", pytest.param("chirplet_cpu", marks=pytest.mark.slow)])
+def test_fit_then_test_from_a_shipped_config(tmp_path, task):
+    common = ["--config", str(CONFIGS / f"{task}.yaml"), "--config", str(CONFIGS / "variants" / "mss_log_linear.yaml"),
+              f"--trainer.logger.init_args.save_dir={tmp_path}", *TINY]
+    assert main(["fit", *common]) == 0
+    (last,) = tmp_path.glob("**/last.ckpt")
+    assert main(["test", *common, f"--ckpt_path={last}", "--trainer.logger.init_args.version=test"]) == 0
+    (results,) = tmp_path.glob("**/test/test_results.json")
+    values = json.loads(results.read_text())
+    assert values["n_examples"] >= 1 and 0 <= values["theta_l1"] <= 1000
+
+
+def test_a_missing_lightning_extra_is_named(monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_lightning(name, *args, **kwargs):
+        if name.startswith("lightning") or (name == "lightning.cli" or "lightning.cli" in name):
+            raise ImportError("No module named 'lightning'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_lightning)
+    monkeypatch.delitem(__import__("sys").modules, "scrapl_graph.lightning.cli", raising=False)
+    assert main(["fit", "--config", "x.yaml"]) == 2
+    assert "scrapl-graph[train]" in capsys.readouterr().err
+
+
+def _fake_run(folder, theta_l1, seconds):
+    folder.mkdir(parents=True)
+    (folder / "test_results.json").write_text(json.dumps({"theta_l1": theta_l1, "theta_l1/a": theta_l1, "mss": 1.0}))
+    with open(folder / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["epoch", "step", "val/theta_l1", "val/elapsed_s"])
+        writer.writeheader()
+        writer.writerow({"epoch": 0, "step": 5, "val/theta_l1": 2 * theta_l1, "val/elapsed_s": seconds / 2})
+        writer.writerow({"epoch": 1, "step": 10, "val/theta_l1": theta_l1, "val/elapsed_s": seconds})
+
+
+def test_reproduction_table_has_mean_and_95_percent_interval(tmp_path):
+    for seed, value in enumerate((100.0, 110.0, 120.0)):
+        _fake_run(tmp_path / "scrapl" / f"seed_{seed}", value, 60.0 + seed)
+        _fake_run(tmp_path / "mss" / f"seed_{seed}", 2 * value, 30.0)
+    table = reproduce.summarize(str(tmp_path), ["scrapl", "mss"], [0, 1, 2])
+    mean, half = reproduce.confidence_interval([100.0, 110.0, 120.0])
+    assert mean == 110.0 and half == pytest.approx(4.303 * 10 / 3 ** 0.5, rel=1e-3)  # t(0.975, 2) = 4.303
+    assert f"{mean:.4g} ± {half:.2g}" in table and "220 ± " in table
+    assert os.path.isfile(tmp_path / "curves.png") and os.path.isfile(tmp_path / "results.csv")
+    assert reproduce.confidence_interval([5.0]) == (5.0, 0.0)
+
+
+def test_reproduction_config_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: t.yaml\nseeds: [0]\nvariants: {a: not-a-list}\n")
+    with pytest.raises(ValueError, match="lists of command-line arguments"):
+        reproduce.load_spec(str(bad))
+    bad.write_text("seeds: [0]\n")
+    with pytest.raises(ValueError, match="task, seeds and variants"):
+        reproduce.load_spec(str(bad))
+
+
+@pytest.mark.slow
+def test_the_cpu_config_finishes_with_its_warmup(tmp_path):
+    """The whole CPU-scale granular run (about 4 minutes here), theta-IS warmup included."""
+    assert main(["fit", "--config", str(CONFIGS / "granular_cpu.yaml"), f"--trainer.logger.init_args.save_dir={tmp_path}",
+                 "--trainer.enable_progress_bar=false"]) == 0
+    (probs,) = tmp_path.glob("**/theta_is/probs.pt")
+    (last,) = tmp_path.glob("**/last.ckpt")
+    assert probs.stat().st_size > 0 and last.stat().st_size > 0
