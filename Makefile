@@ -12,7 +12,8 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,train]"
+	# setuptools prints a notice box for every editable install; the install is otherwise quiet.
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e ".[test,train]"
 	touch $(STAMP)
 
 install: $(STAMP)
