@@ -9,10 +9,10 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test test-all bench install clean
 
+# PYTHONWARNINGS=ignore: setuptools prints a notice box for every editable install.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# setuptools prints a notice box for every editable install; the install is otherwise quiet.
 	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e ".[test,train]"
 	touch $(STAMP)
 
