@@ -43,9 +43,15 @@ def atomic_path(path: str) -> Iterator[str]:
 
 
 def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` to ``path`` atomically."""
+    """Write ``obj`` (JSON for ``.json``, else ``torch.save``) atomically and durably (flushed to disk)."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            if path.endswith(".json"):
+                f.write(json.dumps(obj, indent=1, sort_keys=True).encode())
+            else:
+                torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def write_wav(path: str, audio, sample_rate: int) -> None:

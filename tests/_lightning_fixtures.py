@@ -9,7 +9,6 @@ from scrapl_graph.processors import ChirpletSynth
 
 N = 2048
 SCRAPL_TINY = dict(shape=N, J=6, Q1=4, Q2=1, J_fr=2, Q_fr=1, n_theta=2)
-SCRAPL_TINY_LINEAR = dict(SCRAPL_TINY, use_p_adam=False, grad_mult=1.0)
 JTFS_TINY = dict(J=6, Q1=4, Q2=1, J_fr=2, Q_fr=1)
 
 

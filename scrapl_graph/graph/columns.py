@@ -9,7 +9,7 @@ from torch import Tensor
 
 ColumnSpec = Union[None, Sequence[int], Sequence[str], Tensor, str]
 
-__all__ = ["ColumnSpec", "resolve_columns"]
+__all__ = ["ColumnSpec", "resolve_columns", "theta_labels"]
 
 
 def _label_matches(label: str, key: str) -> bool:
@@ -20,6 +20,12 @@ def _label_matches(label: str, key: str) -> bool:
     node_type = node_part.split("[", 1)[0]
     name = rest.rsplit("[", 1)[0]
     return key in (node_type, name, f"{node_part}.{name}")
+
+
+def theta_labels(synth: object) -> Optional[List[str]]:
+    """The column labels of ``synth``'s theta layout (a GraphSynth's), or None for a synth without one."""
+    layout = getattr(synth, "layout", None)
+    return layout.labels() if layout is not None and hasattr(layout, "labels") else None
 
 
 def resolve_columns(spec: ColumnSpec, n_theta: int, labels: Optional[Sequence[str]] = None) -> List[int]:

@@ -60,7 +60,7 @@ class ThetaISWarmup(pl.Callback):
         batches = warmup_batches(trainer, pl_module, self.n_examples, self.batch_size)
         was_training = pl_module.training
         pl_module.eval()
-        frozen = _frozen_draws(pl_module.synth)
+        frozen = _FrozenDraws(pl_module.synth)
         try:
             loss.warmup_lc_hvp(theta_fn=lambda x: pl_module.encoder(x), synth_fn=pl_module.synth,
                                theta_fn_kwargs=[{"x": b["audio"]} for b in batches],
@@ -103,7 +103,7 @@ def warmup_batches(trainer: pl.Trainer, pl_module: pl.LightningModule, n_example
         return provider(n_examples, batch_size, pl_module.device)
 
 
-class _frozen_draws:
+class _FrozenDraws:
     """The synth's random sources reset to their seeds before every call (deterministic), then undone."""
 
     def __init__(self, synth: torch.nn.Module):

@@ -5,12 +5,13 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from ..graph.columns import theta_labels
 from ..losses import build_loss
 from . import random_state
 from .metrics import AudioMetrics, theta_l1_permille
@@ -166,9 +167,7 @@ class SoundMatching(pl.LightningModule):
         return self._metrics[key]
 
     def _theta_labels(self) -> List[str]:
-        layout = getattr(self.synth, "layout", None)
-        labels = layout.labels() if layout is not None and hasattr(layout, "labels") else None
-        return labels or [str(u) for u in range(self.synth.n_theta)]
+        return theta_labels(self.synth) or [str(u) for u in range(self.synth.n_theta)]
 
     # ------------------------------------------------------------- optimizer
     def configure_optimizers(self):

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..io import atomic_path
+from ..io import atomic_save
 from .sampler import check_probs
 
 PROBS_FORMAT = 1
@@ -45,11 +45,7 @@ def save_probs(path: str, probs: Tensor, identity: Mapping[str, Any]) -> None:
     """Write ``probs`` with its identity to ``path`` atomically (a reader sees the old or the new file)."""
     payload = {"format": PROBS_FORMAT, "probs": probs.detach().to("cpu", torch.float64).clone(),
                "identity": dict(identity)}
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
+    atomic_save(payload, path)
 
 
 def load_probs_file(path: str, n_paths: int, identity: Optional[Mapping[str, Any]] = None) -> Tensor:

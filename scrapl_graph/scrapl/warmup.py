@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 import torch
 from torch import Tensor
 
+from ..io import atomic_save
 from . import warmup_store as store
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def _values_of(path_idx: int, path_values: Callable[[int], Tensor], save_dir: Op
         return store.load_vals(save_dir, path_idx)
     vals = path_values(path_idx).abs().detach().cpu()
     if save_dir is not None:
-        store.atomic_save(vals, store.vals_path(save_dir, path_idx))
+        atomic_save(vals, store.vals_path(save_dir, path_idx))
     log.info("path %d: values %s", path_idx, vals.tolist())
     return vals
 

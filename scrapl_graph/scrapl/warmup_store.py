@@ -21,25 +21,13 @@ from typing import Any, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..io import atomic_path
+from ..io import atomic_save
 from .probs_file import identity_differences
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "warmup.json"
 MANIFEST_FORMAT = 1
-
-
-def atomic_save(obj: Any, path: str) -> None:
-    """Write ``obj`` (JSON for ``.json``, else ``torch.save``) atomically and durably."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            if path.endswith(".json"):
-                f.write(json.dumps(obj, indent=1, sort_keys=True).encode())
-            else:
-                torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def vals_path(save_dir: str, path_idx: int) -> str:

@@ -6,12 +6,12 @@ import math
 import numbers
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from ..graph.columns import ColumnSpec, resolve_columns
+from ..graph.columns import ColumnSpec, resolve_columns, theta_labels
 from .metrics import normalized_param_error
 from .run import (Callback, LossSpec, OptimizerSpec, Run, check_audio, check_callbacks, check_positive,
                   prepare_run, progress_bar, resolve_device, run_callbacks)
@@ -154,7 +154,7 @@ def optimize_graph(
     callbacks = check_callbacks(callbacks)
     device = resolve_device(device, target.device)
     theta_init, true_theta = _check_thetas(synth, target, theta_init, true_theta, device)
-    labels = _labels_of(synth)
+    labels = theta_labels(synth)
     columns = resolve_columns(trainable, theta_init.shape[1], labels)
     measured = columns if error_columns is None else resolve_columns(error_columns, theta_init.shape[1], labels)
     if seed is not None:
@@ -256,11 +256,6 @@ class _Tracker:
                               param_error_columns=per_column, steps=len(self.history["step"]),
                               stopped_early=self.stopped, elapsed_s=time.perf_counter() - self.start,
                               loss_name=run.name, optimizer_name=type(run.optimizer).__name__)
-
-
-def _labels_of(synth: Any) -> Optional[List[str]]:
-    layout = getattr(synth, "layout", None)
-    return layout.labels() if layout is not None and hasattr(layout, "labels") else None
 
 
 def _check_thetas(synth, target: Tensor, theta_init: Optional[Tensor], true_theta: Optional[Tensor],

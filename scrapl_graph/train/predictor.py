@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ..graph.columns import ColumnSpec, resolve_columns
+from ..graph.columns import ColumnSpec, resolve_columns, theta_labels
 from .metrics import normalized_param_error
 from .run import (Callback, LossSpec, OptimizerSpec, Run, as_loss, check_audio, check_callbacks, check_positive,
                   mean, prepare_run, progress_bar, resolve_device, run_callbacks)
@@ -274,7 +274,7 @@ def train_predictor(
     if error_columns is not None:
         if n_theta is None:
             raise ValueError("error_columns needs a synth with an n_theta attribute (a GraphSynth)")
-        columns = resolve_columns(error_columns, n_theta, getattr(getattr(synth, "layout", None), "labels", lambda: None)())
+        columns = resolve_columns(error_columns, n_theta, theta_labels(synth))
     if seed is not None:
         torch.manual_seed(seed)
     shuffle_seed = seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item())
