@@ -16,7 +16,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "scrapl_graph"
 # Lower layers never import higher ones: the transform and the algorithm's
 # pieces know nothing of the losses, the losses nothing of the training layer.
 LAYERS = {"jtfs": 0, "checks": 0, "io": 0, "allocator": 0, "scrapl": 1, "encoders": 1, "losses": 2, "processors": 2,
-          "plotting": 1, "graph": 3, "train": 4, "config": 5, "lightning": 5, "demo": 6, "bench": 6, "cli": 7}
+          "plotting": 1, "graph": 3, "train": 4, "config": 5, "lightning": 5, "demo": 6, "bench": 6, "experiments": 6, "cli": 7}
 
 
 def _internal_imports(path: pathlib.Path):

@@ -30,19 +30,9 @@ import subprocess
 import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from scipy import stats
+from ..train.stats import confidence_interval
 
 log = logging.getLogger(__name__)
-
-
-def confidence_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float, float]:
-    """(mean, half-width of the ``level`` Student-t interval); half-width 0 for a single value."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
 
 
 def load_spec(path: str) -> Dict:

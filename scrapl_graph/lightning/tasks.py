@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..graph import GraphSynth
-from ..processors import CHIRPLET_PRESETS, ChirpletSynth, DrumSynth, GranularChirpSynth, TimeShift
+from ..processors import CHIRPLET_PRESETS, ChirpletSynth, DrumSynth, GranularChirpSynth, OnsetShift, TimeShift
 from .sampling import EXAMPLE_STREAM, SYNTH_STREAM, THETA_STREAM, generator_for, mix_seed
 
 __all__ = ["DRUM_PRESET_WEIGHTS", "TASKS", "TASK_DEFAULTS", "OnsetShift", "build_synth", "example_seeds",
@@ -53,21 +53,6 @@ DRUM_PRESET_WEIGHTS: Dict[str, int] = {"kick": 215, "snare": 240, "tom": 189, "h
 
 # Uniform draws in the sigmoid's unit interval stay this far from its ends.
 UNIT_EPS = 1e-4
-
-
-class OnsetShift(TimeShift):
-    """A :class:`~scrapl_graph.processors.TimeShift` by ``offset`` plus a random shift in ``[-max_shift, max_shift]``.
-
-    With ``offset = max_shift`` a sound that starts at sample 0 starts
-    somewhere in ``[0, 2 max_shift]``: misaligned, with its attack intact.
-    """
-
-    def __init__(self, max_shift: int = 2048, offset: int = 2048, **kwargs):
-        super().__init__(max_shift=max_shift, mode="zero", **kwargs)
-        self.offset = int(offset)
-
-    def draw_shifts(self, num_nodes: int, seed: Optional[Tensor] = None) -> Tensor:
-        return super().draw_shifts(num_nodes, seed) + self.offset
 
 
 def build_synth(task: str, sample_rate: float, num_samples: int, meso: bool, max_shift: int, seed: int,

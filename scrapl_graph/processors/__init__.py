@@ -12,7 +12,7 @@ from ._common import ParamRange, RandomSource
 from .chirplet import CHIRPLET_PRESETS, ChirpletSynth
 from .drum import DRUM_PARAMETER_RANGES, DRUM_PRESETS, DrumSynth
 from .granular import PAPER_MAX_CHIRP_RATE, GranularChirpSynth
-from .time_shift import TimeShift
+from .time_shift import OnsetShift, TimeShift
 
 __all__ = [
     "CHIRPLET_PRESETS",
@@ -24,5 +24,6 @@ __all__ = [
     "PAPER_MAX_CHIRP_RATE",
     "ParamRange",
     "RandomSource",
+    "OnsetShift",
     "TimeShift",
 ]

@@ -111,3 +111,18 @@ class TimeShift(nn.Module):
         if valid is not None:
             out = out * valid[:, None, :].to(out.dtype)
         return out
+
+
+class OnsetShift(TimeShift):
+    """A :class:`~scrapl_graph.processors.TimeShift` by ``offset`` plus a random shift in ``[-max_shift, max_shift]``.
+
+    With ``offset = max_shift`` a sound that starts at sample 0 starts
+    somewhere in ``[0, 2 max_shift]``: misaligned, with its attack intact.
+    """
+
+    def __init__(self, max_shift: int = 2048, offset: int = 2048, **kwargs):
+        super().__init__(max_shift=max_shift, mode="zero", **kwargs)
+        self.offset = int(offset)
+
+    def draw_shifts(self, num_nodes: int, seed: Optional[Tensor] = None) -> Tensor:
+        return super().draw_shifts(num_nodes, seed) + self.offset
