@@ -17,10 +17,13 @@ def plot_probs(loss, path: str, sample_rate: float, probs: Optional[torch.Tensor
                regions: Optional[Sequence[Region]] = None, title: Optional[str] = None, dpi: int = 120) -> str:
     """Write a PNG of path probabilities over the rate-scale plane (as in the paper's figure 6).
 
-    Each path is a dot at ``x = xi2 * sample_rate`` (temporal modulation
-    rate in Hz, log axis) and ``y = spin * scale`` (frequential modulation
-    scale in cycles per octave, the sign giving the spin; symmetric-log axis),
-    coloured by ``probs / (1 / n_paths)``: 1 is the uniform share.
+    Each second-order path is a dot at ``x = xi2 * sample_rate`` (temporal
+    modulation rate in Hz, log axis) and ``y = spin * scale`` (frequential
+    modulation scale in cycles per octave, the sign giving the spin;
+    symmetric-log axis), coloured by ``probs / (1 / n_paths)``: 1 is the
+    uniform share. First-order paths (``order == 1``: the time average, rate
+    0, which a log axis cannot show) are drawn in a narrow strip of their own
+    on the left, on the same scale axis and colour scale.
 
     Args:
         loss: a :class:`~scrapl_graph.SCRAPLLoss` (anything with ``paths`` and ``probs``).
@@ -49,28 +52,44 @@ def plot_probs(loss, path: str, sample_rate: float, probs: Optional[torch.Tensor
     probs = torch.as_tensor(loss.probs if probs is None else probs, dtype=torch.float64).detach().cpu()
     if probs.shape != (len(paths),):
         raise ValueError(f"probs must have shape ({len(paths)},), got {tuple(probs.shape)}")
-    rates = [p.xi2 * sample_rate for p in paths]
-    scales = [p.spin * p.scale for p in paths]
     ratio = (probs * len(paths)).clamp_min(1e-3).numpy()
+    # Path records without an order field (duck-typed callers) are second-order paths.
+    first = [i for i, p in enumerate(paths) if getattr(p, "order", 2) == 1]
+    second = [i for i, p in enumerate(paths) if getattr(p, "order", 2) != 1]
+    rates = [paths[i].xi2 * sample_rate for i in second]
+    scales = [p.spin * p.scale for p in paths]
 
     # Fig. 6 style: a plain Figure on an Agg canvas, so no global backend is switched.
-    fig = Figure(figsize=(6.4, 4.8))
+    # The strip and the colorbar need constrained layout (tight_layout does not handle them).
+    fig = Figure(figsize=(7.2, 4.8), layout="constrained") if first else Figure(figsize=(6.4, 4.8))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    if first:
+        strip, ax = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [1, 6]})
+    else:
+        ax = fig.add_subplot()
     lo, hi = float(ratio.min()), float(ratio.max())
     norm = LogNorm(vmin=min(lo, 1.0) * 0.999, vmax=max(hi, 1.0) * 1.001)
-    dots = ax.scatter(rates, scales, c=ratio, cmap="viridis", norm=norm, s=60, edgecolors="black", linewidths=0.5)
+    style = dict(cmap="viridis", norm=norm, s=60, edgecolors="black", linewidths=0.5)
+    dots = ax.scatter(rates, [scales[i] for i in second], c=ratio[second], **style)
     fig.colorbar(dots, ax=ax, label="probability / uniform (1/P)")
     ax.set_xscale("log")
     nonzero = [abs(s) for s in scales if s != 0]
     ax.set_yscale("symlog", linthresh=min(nonzero) if nonzero else 1.0)
+    if first:
+        strip.scatter([0.0] * len(first), [scales[i] for i in first], c=ratio[first], **style)
+        strip.set_xticks([0.0], ["S1"])
+        strip.set_xlabel("1st order")
+        strip.set_ylabel("frequential scale (cycles/octave, sign = spin)")
+        strip.grid(True, axis="y", which="both", alpha=0.3)
     for (x0, x1), (y0, y1) in regions or []:
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, linestyle="--", edgecolor="red"))
     ax.set_xlabel("temporal rate (Hz)")
-    ax.set_ylabel("frequential scale (cycles/octave, sign = spin)")
+    if not first:
+        ax.set_ylabel("frequential scale (cycles/octave, sign = spin)")
     ax.set_title(title or f"SCRAPL path probabilities ({len(paths)} paths)")
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
+    if not first:
+        fig.tight_layout()
     fig.savefig(path, dpi=dpi, format="png")
     log.info("Wrote path probabilities plot to %s", os.path.abspath(path))
     return path

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -76,19 +76,26 @@ def frequential_padding(n_lambda1: int, F: int, J_fr: int) -> int:
 
 @dataclass(frozen=True)
 class PathInfo:
-    """Metadata of one second-order JTFS path.
+    """Metadata of one JTFS path, second order (the default) or first order.
+
+    A second-order path (n2, n_fr) filters the scalogram U1 in time by the
+    wavelet n2 and across log-frequency by the filter n_fr. A first-order
+    path filters the time-averaged scalogram ``S1 = U1 *_t phi_T`` across
+    log-frequency by the filter n_fr (spin >= 0 only): it has no temporal
+    wavelet, so ``n2 = j2 = -1`` and its rate ``xi2`` is 0 (the time average).
 
     Attributes:
         idx: position in the path set (what SCRAPL samples).
-        n2: index of the second-order temporal wavelet.
+        n2: index of the second-order temporal wavelet (-1 for a first-order path).
         n_fr: index of the frequential filter (0: low-pass, spin 0).
-        j2: dyadic scale of the temporal wavelet.
-        xi2: temporal modulation rate in cycles per sample.
+        j2: dyadic scale of the temporal wavelet (-1 for a first-order path).
+        xi2: temporal modulation rate in cycles per sample (0 for a first-order path).
         j_fr: dyadic scale of the frequential filter.
         spin: +1 (upward chirps), -1 (downward) or 0 (low-pass).
         xi_fr: frequential center frequency in cycles per lambda1 bin.
         scale: frequential modulation scale in cycles per octave, ``|xi_fr| * Q1``.
-        n_lambda1: number of first-order wavelets the path uses (those with j1 < j2).
+        n_lambda1: number of first-order wavelets the path uses (those with j1 < j2; all for a first-order path).
+        order: 2 for a second-order path, 1 for a first-order path.
     """
 
     idx: int
@@ -101,9 +108,11 @@ class PathInfo:
     xi_fr: float
     scale: float
     n_lambda1: int
+    order: int = 2
 
     @property
     def key(self) -> Tuple[int, int]:
+        """``(n2, n_fr)``; ``(-1, n_fr)`` for a first-order path, so no key names two paths."""
         return (self.n2, self.n_fr)
 
     def rate_hz(self, sample_rate: float) -> float:
@@ -143,6 +152,33 @@ def path_set(psi1: List[Filter], psi2: List[Filter], psi_fr: List[Filter], Q1: i
                 )
             )
     return paths
+
+
+def first_order_path_set(psi1: List[Filter], psi_fr: List[Filter], Q1: int, start: int) -> List[PathInfo]:
+    """The first-order paths: one per frequential filter of spin >= 0 (low-pass, then spin +1), indexed from ``start``.
+
+    Their order is the channel order of :meth:`scrapl_graph.JTFS.first_order`.
+    """
+    paths: List[PathInfo] = []
+    for n_fr, ffr in enumerate(psi_fr):
+        spin = int(np.sign(ffr.xi))
+        if spin < 0:
+            continue
+        paths.append(PathInfo(idx=start + len(paths), n2=-1, n_fr=n_fr, j2=-1, xi2=0.0, j_fr=ffr.j, spin=spin,
+                              xi_fr=ffr.xi, scale=abs(ffr.xi) * Q1, n_lambda1=len(psi1), order=1))
+    return paths
+
+
+def path_table(paths: Sequence[PathInfo], sample_rate: Optional[float] = None) -> List[dict]:
+    """Per-path metadata as dicts (rate in cycles/sample, and in Hz when ``sample_rate`` is given)."""
+    rows = []
+    for p in paths:
+        row = {"idx": p.idx, "n2": p.n2, "n_fr": p.n_fr, "j2": p.j2, "rate": p.xi2,
+               "j_fr": p.j_fr, "spin": p.spin, "scale": p.scale}
+        if sample_rate is not None:
+            row["rate_hz"] = p.rate_hz(sample_rate)
+        rows.append(row)
+    return rows
 
 
 def check_int(name: str, value, minimum: int) -> int:

@@ -26,17 +26,8 @@ import torch.nn.functional as Fn
 from torch import Tensor, nn
 
 from .filters import frequential_filterbank, temporal_filterbanks
-from .layout import (
-    PathInfo,
-    check_sizes,
-    contiguous_groups,
-    border_indices,
-    check_path_index,
-    frequential_padding,
-    padding,
-    parse_support,
-    path_set,
-)
+from .layout import (PathInfo, border_indices, check_path_index, check_sizes, contiguous_groups, first_order_path_set,
+                     frequential_padding, padding, parse_support, path_set, path_table)
 from ..checks import check_finite, check_real_float
 from .bandlimited import BandLimitedBank
 from .ops import frequential_operator, modulus, real_inverse, rfft
@@ -76,6 +67,8 @@ class JTFS(nn.Module):
         paths: list of :class:`PathInfo`, one per second-order path, in the
             reference package's order (lexicographic in ``(n2, n_fr)``).
         n_paths: number of second-order paths.
+        first_order_paths: :class:`PathInfo` of the first-order paths (``order=1``),
+            indexed from ``n_paths`` on.
         keys: ``[(n2, n_fr), ...]`` in path order.
         out_shape: ``(F', T')`` of one path.
 
@@ -125,6 +118,7 @@ class JTFS(nn.Module):
         if not self.paths:
             raise ValueError(f"no second-order path for J={self.J}, Q1={self.Q1}, Q2={self.Q2}: increase J")
         self.n_paths = len(self.paths)
+        self.first_order_paths = first_order_path_set(psi1, psi_fr, self.Q1, start=self.n_paths)
         self.keys = [p.key for p in self.paths]
         if self.average == "local":
             max_j2 = max(p.j2 for p in self.paths)
@@ -379,35 +373,42 @@ class JTFS(nn.Module):
         Returns:
             Tensor (..., n_first, F', T') for the frequential filters of spin
             >= 0 (the low-pass, then the spin +1 wavelets), as in the
-            reference's joint output.
+            reference's joint output; channel c is ``first_order_paths[c]``.
         """
-        x_padded, batch_shape = self._prepare(x)
-        s1 = [real_inverse(self.bank.apply(rfft(u1), f"phi_{k1}"))
-              for k1, _, u1 in self._scalogram(x_padded, len(self.j1))]
-        s1 = torch.complex(torch.cat(s1, dim=1), torch.zeros((), dtype=x_padded.dtype, device=x_padded.device))
-        out = []
-        for n_fr in (n for n, spin in enumerate(self.spin) if spin >= 0):
-            # S1 is already averaged in time: resolution None.
-            z = self._frequential_moduli(s1, [n_fr], None)
-            out.append(self._frequency_average(z, [self.spin[n_fr]], self.k_fr[n_fr]))
-        out = torch.cat(out, dim=1)
+        spectra, batch_shape = self.scalogram_spectra(x)
+        out = self.first_order_from_spectra(spectra, range(self.n_first_order))
         return out.reshape(batch_shape + out.shape[1:])
+
+    def first_order_from_spectra(self, spectra: List[Tuple[int, int, Tensor]], channels: Sequence[int]) -> Tensor:
+        """First-order paths ``channels`` (of :meth:`first_order`) from the full :meth:`scalogram_spectra`.
+
+        Returns:
+            Tensor (batch, len(channels), F', T').
+
+        Raises:
+            ValueError: if ``spectra`` lacks some first-order wavelets (S1 needs all of them).
+        """
+        s1 = torch.cat([real_inverse(self.bank.apply(u1_hat, f"phi_{k1}")) for k1, _, u1_hat in spectra], dim=1)
+        if s1.shape[1] != len(self.j1):
+            raise ValueError(f"the first order needs all {len(self.j1)} first-order wavelets, got {s1.shape[1]}")
+        s1 = torch.complex(s1, torch.zeros((), dtype=s1.dtype, device=s1.device))
+        out: Dict[int, Tensor] = {}
+        for c in channels:
+            if c not in out:
+                n_fr = self.first_order_paths[c].n_fr
+                # S1 is already averaged in time: resolution None.
+                z = self._frequential_moduli(s1, [n_fr], None)
+                out[c] = self._frequency_average(z, [self.spin[n_fr]], self.k_fr[n_fr])
+        return torch.cat([out[c] for c in channels], dim=1)
 
     @property
     def n_first_order(self) -> int:
-        return sum(1 for s in self.spin if s >= 0)
+        return len(self.first_order_paths)
 
     def check_idx(self, idx) -> int:
         """Validate a path index (int or 1-element tensor) and return it as an int."""
         return check_path_index(idx, self.n_paths)
 
     def path_table(self, sample_rate: Optional[float] = None) -> List[dict]:
-        """Per-path metadata as dicts (rate in cycles/sample, and in Hz when ``sample_rate`` is given)."""
-        rows = []
-        for p in self.paths:
-            row = {"idx": p.idx, "n2": p.n2, "n_fr": p.n_fr, "j2": p.j2, "rate": p.xi2,
-                   "j_fr": p.j_fr, "spin": p.spin, "scale": p.scale}
-            if sample_rate is not None:
-                row["rate_hz"] = p.rate_hz(sample_rate)
-            rows.append(row)
-        return rows
+        """Per-path metadata of the second-order paths as dicts (see :func:`~scrapl_graph.jtfs.layout.path_table`)."""
+        return path_table(self.paths, sample_rate)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import numbers
-import weakref
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -25,32 +23,12 @@ from ..scrapl import ImportanceTable, PathSampler, PathwiseAdamSAGA, PathwiseCon
 from ..scrapl.probs_file import load_probs_file, path_set_identity, save_probs
 from ..scrapl import curvature
 from ..scrapl.sampler import check_probs
-from .distance import path_distance
 from . import scrapl_theta_is as theta_is
+from .scrapl_checks import check_config
+from .scrapl_paths import ScraplPathSet, TargetCache
 from .transforms import TransformCache
 
 log = logging.getLogger(__name__)
-
-
-def _check_config(use_p_adam, use_rho_log1p, grad_mult, n_theta, min_prob_frac, paths_per_step, use_p_saga, p,
-                  betas) -> None:
-    if use_p_adam and not use_rho_log1p and not grad_mult > 1.0:
-        raise ValueError(f"use_p_adam without use_rho_log1p needs grad_mult > 1 to avoid float precision "
-                         f"loss when squaring tiny gradients, got grad_mult={grad_mult}")
-    if not (isinstance(n_theta, numbers.Integral) and n_theta >= 1):
-        raise ValueError(f"n_theta must be an integer >= 1, got {n_theta!r}")
-    if not 0.0 <= min_prob_frac < 1.0:
-        raise ValueError(f"min_prob_frac must be in [0, 1), got {min_prob_frac}")
-    if not (isinstance(paths_per_step, numbers.Integral) and paths_per_step >= 1):
-        raise ValueError(f"paths_per_step must be an integer >= 1, got {paths_per_step!r}")
-    if paths_per_step > 1 and (use_p_adam or use_p_saga):
-        raise ValueError("paths_per_step > 1 mixes paths in one gradient, but P-Adam and P-SAGA keep "
-                         "per-path state: set use_p_adam=False and use_p_saga=False")
-    if p <= 0:
-        raise ValueError(f"p must be positive, got {p}")
-    for name, beta in zip(("p_adam_b1", "p_adam_b2"), betas):
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {beta}")
 
 
 class SCRAPLLoss(nn.Module):
@@ -60,6 +38,17 @@ class SCRAPLLoss(nn.Module):
     returns ``mean_b || rho(S_p x_target_b) - rho(S_p x_b) ||_p``. Under
     uniform sampling its expectation and the expectation of its gradient are
     the full-tree :class:`JTFSLoss` and its gradient (paper, Prop. 3.1).
+    Under probabilities pi, they are ``sum_p pi_p d_p`` and its gradient.
+
+    The path set is the reference's second-order paths (same indices). With
+    ``first_order_share`` s, the first-order paths (:meth:`JTFS.first_order`)
+    join it as indices ``P2 .. P2 + P1 - 1``, each with its own P-Adam/P-SAGA
+    state, count and theta-IS values, drawn with probability ``s / P1`` (a
+    second-order path: ``(1 - s) / P2``). A draw's value is still the raw path
+    distance: its expectation is ``(1 - s) mean_{P2} d_p + s mean_{P1} d_p``,
+    ``JTFSLoss(first_order=True)`` for ``"uniform"`` (``s = P1 / (P2 + P1)``).
+    theta-IS keeps the share: eq. 10 over the whole set, renormalized within
+    each order to masses ``1 - s`` and ``s`` (:mod:`scrapl_graph.scrapl.order_share`).
 
     P-Adam and P-SAGA (paper, Algorithm 1; :mod:`scrapl_graph.scrapl.pathwise`)
     act in one of two forms with the same math: the optimizer
@@ -74,8 +63,9 @@ class SCRAPLLoss(nn.Module):
     default dtype, follows the input's floating dtype, computes on its own device).
 
     The constructor arguments and defaults are the reference package's; the
-    extras are ``paths_per_step``, ``cache_target`` and ``check_values``, and
-    ``shape`` may be None (any length; a JTFS is built per length and dtype).
+    extras are ``first_order_share``, ``theta_weights``, ``paths_per_step``,
+    ``cache_target`` and ``check_values``, and ``shape`` may be None (any
+    length; a JTFS is built per length and dtype).
 
     Args:
         shape: signal length, or None for any length.
@@ -89,19 +79,29 @@ class SCRAPLLoss(nn.Module):
         use_p_adam, use_p_saga: the per-path gradient stabilisers.
         sample_all_paths_first: visit every path once before sampling from probs.
         n_theta: number of synth parameters (theta-importance sampling).
-        min_prob_frac: floor of every path probability, as a fraction of 1/n_paths.
-        probs_path: a ``.pt`` file of path probabilities (ours or the reference's).
+        min_prob_frac: floor of every theta-IS path probability, as a fraction of its prior
+            probability (1/n_paths without first-order paths).
+        probs_path: a ``.pt`` file of path probabilities (ours or the reference's), used as given.
         eps: numerical floor for probability computations.
         p_adam_b1, p_adam_b2, p_adam_eps: P-Adam hyperparameters.
         paths_per_step: draw this many paths (i.i.d.) per call and average their
             distances (one shared first-order scalogram). Needs P-Adam and P-SAGA off.
+        first_order_share: None (second-order paths only), a number in (0, 1) or
+            ``"uniform"``: the probability mass of the first-order paths, which then join the set.
+        theta_weights: ``w_u >= 0`` per theta coordinate (``n_theta`` of them, sum > 0):
+            eq. 10 becomes ``sum_u w_u pi_u / sum_u w_u`` (None: equal weights, the mean),
+            to direct theta-IS toward a group of parameters.
         cache_target: reuse a target's path coefficients while the same target
             tensor (same object, unmodified) is passed again.
         check_values: the NaN/Inf check of inputs (None: on CPU only; see
             :mod:`scrapl_graph.checks`).
 
     Attributes:
-        n_paths, unif_prob, probs, curr_path_idx, path_counts: as in the reference.
+        n_paths, unif_prob, probs, curr_path_idx, path_counts: as in the reference
+            (``n_paths`` counts both orders).
+        paths: :class:`~scrapl_graph.PathInfo` per path (``order`` 2, then 1); ``n_second``, ``n_first``.
+        first_order_share: the first order's mass as a float (None: second order only).
+        prior: the probabilities before theta-IS.
         curr_path_idxs: all paths of the last call (``paths_per_step`` of them).
         step_count: the iteration counter k of Algorithm 1 (training calls so far).
     """
@@ -112,10 +112,11 @@ class SCRAPLLoss(nn.Module):
                  use_p_adam: bool = True, use_p_saga: bool = True, sample_all_paths_first: bool = False,
                  n_theta: int = 1, min_prob_frac: float = 0.0, probs_path: Optional[str] = None,
                  eps: float = 1e-12, p_adam_b1: float = 0.9, p_adam_b2: float = 0.999, p_adam_eps: float = 1e-8,
-                 paths_per_step: int = 1, cache_target: bool = True, check_values: Optional[bool] = None):
+                 paths_per_step: int = 1, cache_target: bool = True, check_values: Optional[bool] = None,
+                 first_order_share: Union[None, float, str] = None, theta_weights: Optional[Sequence[float]] = None):
         super().__init__()
-        _check_config(use_p_adam, use_rho_log1p, grad_mult, n_theta, min_prob_frac, paths_per_step, use_p_saga,
-                      p, (p_adam_b1, p_adam_b2))
+        check_config(use_p_adam, use_rho_log1p, grad_mult, n_theta, min_prob_frac, paths_per_step, use_p_saga,
+                     p, (p_adam_b1, p_adam_b2))
         self.jtfs_config = dict(J=J, Q1=Q1, Q2=Q2, J_fr=J_fr, Q_fr=Q_fr, T=T, F=F)
         self.shape, self.p = shape, p
         self.use_rho_log1p, self.log1p_eps, self.grad_mult = use_rho_log1p, log1p_eps, grad_mult
@@ -129,13 +130,18 @@ class SCRAPLLoss(nn.Module):
         # The path set does not depend on the length: any valid length gives it.
         layout = self.transforms.get(shape) if shape is not None else JTFS(max(2**J, T if isinstance(T, int) else 0),
                                                                              **self.jtfs_config)
-        self.paths, self.scrapl_keys, self.n_paths = layout.paths, layout.keys, layout.n_paths
+        self.path_set = ScraplPathSet(layout, first_order_share)
+        self.paths, self.scrapl_keys, self.n_paths = self.path_set.paths, self.path_set.keys, self.path_set.n_paths
+        self.n_second, self.n_first, self.prior = self.path_set.n_second, self.path_set.n_first, self.path_set.prior
+        self.first_order_share = self.path_set.share
         self.unif_prob = 1.0 / self.n_paths
-        self.min_prob = self.unif_prob * self.min_prob_frac
+        self.min_prob = self.min_prob_frac * float(self.prior.min())
         self.identity = path_set_identity(self.jtfs_config, self.scrapl_keys)
 
         self.sampler = PathSampler(self.n_paths, sample_all_paths_first)
-        self.importance = ImportanceTable(self.n_theta, self.n_paths, min_prob_frac, eps)
+        self.sampler.probs = self.prior.clone()
+        self.importance = ImportanceTable(self.n_theta, self.n_paths, min_prob_frac, eps, theta_weights)
+        self.theta_weights = self.importance.theta_weights
         self.pathwise = PathwiseHooks(self, PathwiseConfig(self.n_paths, use_p_adam, use_p_saga, p_adam_b1,
                                                            p_adam_b2, p_adam_eps, grad_mult))
         self.loaded_probs_path: Optional[str] = None
@@ -144,7 +150,7 @@ class SCRAPLLoss(nn.Module):
         self.curr_path_idx: Optional[int] = None
         self.curr_path_idxs: List[int] = []
         self.step_count = 0
-        self._target: Optional[tuple] = None
+        self.target_cache = TargetCache(self.path_set)
         log.info("SCRAPLLoss: %s; %d paths; p_adam=%s, p_saga=%s, grad_mult=%g, log1p=%s", self.jtfs_config,
                  self.n_paths, use_p_adam, use_p_saga, grad_mult, use_rho_log1p)
 
@@ -170,7 +176,7 @@ class SCRAPLLoss(nn.Module):
 
     @property
     def path_info(self):
-        """Per-path metadata (:class:`scrapl_graph.PathInfo`), in path order."""
+        """Per-path metadata (:class:`scrapl_graph.PathInfo`, ``order`` 2 or 1), in path order."""
         return self.paths
 
     # ---------------------------------------------------------- probabilities
@@ -188,7 +194,13 @@ class SCRAPLLoss(nn.Module):
 
     def load_probs(self, probs_path: str) -> None:
         """Load path probabilities from a ``.pt`` file: ours (checked against this loss's
-        JTFS configuration and path set) or the reference package's bare tensor."""
+        JTFS configuration and path set, first-order paths included) or the reference package's
+        bare tensor (checked by length only). They are used as given: the first-order share
+        shapes the prior and theta-IS, not loaded probabilities.
+
+        Raises:
+            ValueError: for a file of another configuration or path set, or a bare tensor of another length.
+        """
         self.probs = load_probs_file(probs_path, self.n_paths, self.identity)
         self.loaded_probs_path = str(probs_path)
         log.info("Loaded path probabilities from %s (min %.6f, max %.6f)", probs_path,
@@ -222,21 +234,6 @@ class SCRAPLLoss(nn.Module):
         draws = [self.sample_path(seed if i == 0 or seed is None else seed + i) for i in range(self.paths_per_step)]
         return [synchronize_path(i, device) for i in draws]
 
-    def _target_coefficients(self, jtfs: JTFS, x_target: Tensor, flat: Tensor, idxs: List[int]) -> Tensor:
-        if not self.cache_target or x_target.is_inference():  # inference tensors have no version counter
-            with torch.no_grad():
-                return jtfs.paths_coefficients(flat, idxs)
-        key = (x_target._version, jtfs.N, flat.device, flat.dtype)
-        if self._target is None or self._target[0]() is not x_target or self._target[1] != key:
-            self._target = (weakref.ref(x_target), key, {})
-        cached = self._target[2]
-        missing = sorted({i for i in idxs if i not in cached})
-        if missing:
-            with torch.no_grad():
-                for i, coef in zip(missing, jtfs.paths_coefficients(flat, missing).unbind(1)):
-                    cached[i] = coef
-        return torch.stack([cached[i] for i in idxs], dim=1)
-
     def forward(self, x: Tensor, x_target: Tensor, seed: Optional[int] = None,
                 path_idx: Optional[Union[int, Sequence[int]]] = None) -> Tensor:
         """SCRAPL loss of estimate ``x`` against ``x_target``, both (batch, channels, samples).
@@ -255,10 +252,10 @@ class SCRAPLLoss(nn.Module):
         batch, n = check_pair(x, x_target, self.transforms.device, check_values=self.transforms.check_values)
         jtfs = self.transforms.get(n, x.dtype)
         idxs = self._choose_paths(seed, path_idx, x.device)
-        S = jtfs.paths_coefficients(x.reshape(batch, n), idxs)
-        S_target = self._target_coefficients(jtfs, x_target, x_target.reshape(batch, n), idxs)
+        S = self.path_set.coefficients(jtfs, x.reshape(batch, n), idxs)
+        S_target = self.target_cache.coefficients(jtfs, x_target, x_target.reshape(batch, n), idxs, self.cache_target)
         log1p_eps = self.log1p_eps if self.use_rho_log1p else None
-        loss = path_distance(S, S_target, self.p, log1p_eps).mean()
+        loss = self.path_set.distances(S, S_target, idxs, self.p, log1p_eps).mean()
         self.curr_path_idx, self.curr_path_idxs = idxs[0], idxs
         if self.training:
             for i in idxs:
@@ -300,8 +297,9 @@ class SCRAPLLoss(nn.Module):
 
     # ------------------------------------------------------------ theta-IS
     def update_prob(self, path_idx: int, val: Union[float, Tensor], theta_idx: int = 0) -> None:
-        """Record the importance ``val = C[theta_idx, path_idx]`` and update ``probs`` (paper, eq. 10;
-        see :class:`~scrapl_graph.scrapl.ImportanceTable` for partially updated sets).
+        """Record the importance ``val = C[theta_idx, path_idx]`` and update ``probs`` (paper, eq. 10,
+        weighted by ``theta_weights``, within each order with first-order paths; see
+        :class:`~scrapl_graph.scrapl.ImportanceTable` for partially updated sets).
 
         Raises:
             ValueError: if probabilities were loaded from a file, an index is out
@@ -309,7 +307,8 @@ class SCRAPLLoss(nn.Module):
         """
         if self.loaded_probs_path is not None:
             raise ValueError(f"cannot update probabilities loaded from {self.loaded_probs_path!r}; call clear() first")
-        self.probs = self.importance.update(path_idx, val, theta_idx)
+        self.importance.update(path_idx, val, theta_idx)
+        self.probs = self.path_set.probs_from_importance(self.importance)
 
     def warmup_lc_hvp(self, theta_fn: Callable[..., Tensor], synth_fn: Callable[..., Tensor],
                       theta_fn_kwargs: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]],
@@ -374,7 +373,8 @@ class SCRAPLLoss(nn.Module):
         theta_is.load_probs_from_warmup_dir(self, warmup_dir, agg)
 
     def plot_probs(self, path: str, sample_rate: float, **kwargs) -> str:
-        """Write a PNG of the path probabilities over the rate-scale plane (:func:`scrapl_graph.plotting.plot_probs`)."""
+        """Write a PNG of the path probabilities over the rate-scale plane, first-order paths in a strip
+        of their own (:func:`scrapl_graph.plotting.plot_probs`)."""
         from ..plotting import plot_probs
 
         return plot_probs(self, path, sample_rate=sample_rate, **kwargs)
@@ -382,14 +382,14 @@ class SCRAPLLoss(nn.Module):
     # ----------------------------------------------------------------- state
     def clear(self) -> None:
         """Forget visits, the step counter, per-path state, attached parameters and theta-IS values;
-        reset probs to uniform."""
+        reset probs to the prior (uniform without first-order paths)."""
         self.curr_path_idx, self.curr_path_idxs = None, []
         self.sampler.clear()
-        self.sampler.probs = torch.full((self.n_paths,), self.unif_prob, dtype=torch.float64)
+        self.sampler.probs = self.prior.clone()
         self.loaded_probs_path = None
         self.step_count = 0
         self.pathwise.detach()
-        self._target = None
+        self.target_cache.clear()
         self.importance.clear()
         log.info("Cleared state")
 

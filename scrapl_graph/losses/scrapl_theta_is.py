@@ -29,14 +29,15 @@ Batches = Union[Mapping[str, Any], Sequence[Mapping[str, Any]]]
 
 
 def path_loss(loss) -> curvature.PathLoss:
-    """The loss's distance of one path, summed over ``copies`` of the batch (see :data:`curvature.PathLoss`)."""
+    """The loss's distance of one path (either order), summed over ``copies`` of the batch
+    (see :data:`curvature.PathLoss`)."""
 
     def value(x_hat: Tensor, x: Tensor, path_idx: int, copies: int) -> Tensor:
         n = x.shape[-1]
         jtfs = loss.jtfs_for(n, dtype=x_hat.dtype)
         with torch.no_grad():
-            target = jtfs.paths_coefficients(x.to(x_hat).reshape(-1, n), [path_idx])
-        coefs = jtfs.paths_coefficients(x_hat.reshape(-1, n), [path_idx])
+            (target,) = loss.path_set.coefficients(jtfs, x.to(x_hat).reshape(-1, n), [path_idx])
+        (coefs,) = loss.path_set.coefficients(jtfs, x_hat.reshape(-1, n), [path_idx])
         log1p_eps = loss.log1p_eps if loss.use_rho_log1p else None
         dist = path_distance(coefs, target.repeat(copies, 1, 1, 1), loss.p, log1p_eps)
         return dist.reshape(copies, -1).mean(dim=1).sum()

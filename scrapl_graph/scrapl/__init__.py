@@ -5,6 +5,7 @@
   hook form; :mod:`.optim`: its ``torch.optim.Optimizer`` form;
 - :mod:`.curvature`: theta-IS curvature (power iteration on Hessian-vector products);
 - :mod:`.importance`: path probabilities from importance values (eq. 10);
+- :mod:`.order_share`: first- and second-order paths with a fixed share of probability mass;
 - :mod:`.warmup` and :mod:`.warmup_store`: the warmup loop and its directory;
 - :mod:`.probs_file`: probability files that carry their path set.
 

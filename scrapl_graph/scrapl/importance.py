@@ -8,12 +8,16 @@ path distribution is
 
 with the floor fraction ``f = min_prob_frac``, so that every path keeps at
 least ``f / P``. Values are kept as logs (they span many decades).
+
+Theta weights ``w_u >= 0`` (sum > 0) replace the mean over u by a weighted
+mean, ``sum_u w_u (...) / sum_u w_u``: a weight of 0 leaves theta_u out, so
+the sampling can favour the paths that matter for a group of parameters.
 """
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -49,6 +53,28 @@ def aggregate_vals(vals: Tensor, agg: str = "none") -> Tensor:
     return vals.median(dim=0).values
 
 
+def check_theta_weights(theta_weights: Optional[Sequence[float]], n_theta: int) -> Optional[Tensor]:
+    """The theta weights as a float64 tensor ``(n_theta,)``, or None (equal weights: the plain mean).
+
+    Raises:
+        ValueError: for another length, a negative or non-finite weight, or weights summing to 0.
+    """
+    if theta_weights is None:
+        return None
+    try:
+        w = torch.as_tensor([float(v) for v in theta_weights], dtype=torch.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"theta_weights must be a sequence of {n_theta} numbers, got {theta_weights!r}") from err
+    if w.shape != (n_theta,):
+        raise ValueError(f"theta_weights must have one weight per theta coordinate (n_theta={n_theta}), "
+                         f"got {w.numel()}")
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValueError(f"theta_weights must be finite and non-negative, got {w.tolist()}")
+    if not w.sum() > 0:
+        raise ValueError("theta_weights must not all be 0")
+    return w
+
+
 def _normalized_log(log_vals: Tensor) -> Tensor:
     return log_vals - torch.logsumexp(log_vals, dim=0)
 
@@ -68,14 +94,20 @@ class ImportanceTable:
         n_paths: P, the number of paths.
         min_prob_frac: the floor ``f`` in [0, 1).
         eps: values are clamped to at least ``eps`` before the log.
+        theta_weights: ``w_u`` of the weighted mean over theta (None: the plain mean).
+
+    Raises:
+        ValueError: for a floor outside [0, 1) or bad theta weights (see :func:`check_theta_weights`).
     """
 
-    def __init__(self, n_theta: int, n_paths: int, min_prob_frac: float = 0.0, eps: float = 1e-12):
+    def __init__(self, n_theta: int, n_paths: int, min_prob_frac: float = 0.0, eps: float = 1e-12,
+                 theta_weights: Optional[Sequence[float]] = None):
         if not 0.0 <= min_prob_frac < 1.0:
             raise ValueError(f"min_prob_frac must be in [0, 1), got {min_prob_frac}")
         self.n_theta, self.n_paths = int(n_theta), int(n_paths)
         self.min_prob_frac, self.eps = float(min_prob_frac), float(eps)
         self.min_prob = self.min_prob_frac / self.n_paths
+        self.theta_weights = check_theta_weights(theta_weights, self.n_theta)
         self.clear()
 
     def clear(self) -> None:
@@ -85,9 +117,22 @@ class ImportanceTable:
                                         -math.log(self.n_paths) + math.log1p(-self.min_prob_frac),
                                         dtype=torch.float64)
 
+    def _mean_over_theta(self, rows: Tensor) -> Tensor:
+        if self.theta_weights is None:
+            return rows.mean(dim=0)
+        return (self.theta_weights[:, None] * rows).sum(dim=0) / self.theta_weights.sum()
+
     def probs(self) -> Tensor:
-        """``pi``, ``(n_paths,)`` float64: the mean over theta of the rows, plus the floor."""
-        return (self.all_log_probs.exp() + self.min_prob).mean(dim=0)
+        """``pi``, ``(n_paths,)`` float64: the (weighted) mean over theta of the rows, plus the floor."""
+        return self._mean_over_theta(self.all_log_probs.exp() + self.min_prob)
+
+    def mixture(self) -> Tensor:
+        """``q``, ``(n_paths,)`` float64: the (weighted) mean over theta of the rows as distributions, no floor.
+
+        ``probs() = (1 - f) q + f / P``; a caller that places the floor itself
+        (:func:`~scrapl_graph.scrapl.order_share.impose_share`) starts from ``q``.
+        """
+        return self._mean_over_theta((self.all_log_probs - math.log1p(-self.min_prob_frac)).exp())
 
     def update(self, path_idx: int, val: Union[float, Tensor], theta_idx: int = 0) -> Tensor:
         """Record ``C[theta_idx, path_idx] = val``; return the new probabilities.

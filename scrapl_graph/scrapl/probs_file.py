@@ -4,7 +4,9 @@ A probability vector only means something for the path set it was computed
 on: index 42 is one (n2, n_fr) pair of one configuration. Files written here
 hold ``{"format": 1, "probs": tensor, "identity": {...}}``, where the
 identity names the JTFS configuration and lists the path keys; loading a
-file into a loss of another configuration or path set is refused. The
+file into a loss of another configuration or path set is refused. The keys
+are ``(n2, n_fr)``, with ``n2 = -1`` for first-order paths, so a file of the
+second-order paths and one of a set with first-order paths never match. The
 reference package writes bare tensors: those load when their length equals
 the number of paths (nothing else can be checked).
 """
@@ -28,6 +30,12 @@ def path_set_identity(jtfs_config: Mapping[str, Any], keys: Sequence[Tuple[int, 
             "path_keys": [[int(a), int(b)] for a, b in keys]}
 
 
+def describe_path_set(keys: Sequence[Sequence[int]]) -> str:
+    """``"5 second-order + 3 first-order paths"`` for path keys (first order: ``n2 = -1``)."""
+    n_first = sum(1 for key in keys if int(key[0]) < 0)
+    return f"{len(keys) - n_first} second-order + {n_first} first-order paths"
+
+
 def identity_differences(found: Mapping[str, Any], expected: Mapping[str, Any]) -> List[str]:
     """Names of the identity entries that differ (JTFS settings by name, then the path set)."""
     differ = []
@@ -36,8 +44,9 @@ def identity_differences(found: Mapping[str, Any], expected: Mapping[str, Any]) 
         if found_jtfs.get(key) != expected_jtfs.get(key):
             differ.append(f"{key}={found_jtfs.get(key)!r} (expected {expected_jtfs.get(key)!r})")
     found_keys = [list(map(int, k)) for k in found.get("path_keys") or []]
-    if found_keys != expected.get("path_keys"):
-        differ.append(f"path set ({len(found_keys)} paths, expected {len(expected.get('path_keys') or [])})")
+    expected_keys = expected.get("path_keys") or []
+    if found_keys != expected_keys:
+        differ.append(f"path set ({describe_path_set(found_keys)}, expected {describe_path_set(expected_keys)})")
     return differ
 
 
@@ -83,4 +92,10 @@ def load_probs_file(path: str, n_paths: int, identity: Optional[Mapping[str, Any
                 raise ValueError(f"probability file {path!r} was written for another JTFS configuration or path "
                                  f"set: {'; '.join(differ)}")
         content = content["probs"]
+    elif isinstance(content, Tensor) and content.shape != (n_paths,):
+        # A bare tensor carries no path set: its length is all that can be checked.
+        keys = (identity or {}).get("path_keys")
+        expected = describe_path_set(keys) if keys else f"{n_paths} paths"
+        raise ValueError(f"probability file {path!r} holds a bare tensor of shape {tuple(content.shape)}, "
+                         f"expected ({n_paths},): one probability per path of this loss ({expected})")
     return check_probs(content, n_paths)
