@@ -2,8 +2,10 @@
 
 Subcommands: ``demo`` (the default: sound matching on a built-in target),
 ``warmup`` (theta-IS path probabilities for a graph and loss config),
-``bench`` (side-by-side timings) and ``jtfs`` (inspect the JTFS of a built-in
-signal). Bad arguments or files give one line on stderr and exit code 2.
+``bench`` (side-by-side timings), ``jtfs`` (inspect the JTFS of a built-in
+signal) and ``drums`` (the drum decay experiment,
+:mod:`scrapl_graph.experiments.drum_decay`); ``fit``, ``validate``, ``test``
+and ``reproduce`` belong to the training layer. Bad arguments or files give one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
@@ -310,6 +312,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                   file=sys.stderr)
             return 2
         return reproduce(argv[1:])
+    if argv and argv[0] == "drums":
+        from .experiments.drum_decay import main as drums
+
+        return drums(argv[1:])
     if argv and argv[0] in LIGHTNING_COMMANDS:
         try:
             # From the command line LightningCLI reads sys.argv itself.
