@@ -54,7 +54,7 @@ def test_readme_snippets_run_shrunk(in_tmp_dir, capsys):
     names = {}
     exec(compile(script, "README.md", "exec"), names)
     assert math.isfinite(names["result"].final_param_error)
-    assert len(names["run"].history["val_param_error"]) == 1
+    assert len(names["run"].history["val/theta_l1"]) == 1 and names["run"].steps == 2
     torch.testing.assert_close(names["s"], names["S"][..., 42, :, :])
     assert torch.isfinite(names["x_hat"].grad).all()
     assert names["probs"].sum().item() == pytest.approx(1.0)

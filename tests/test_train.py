@@ -1,10 +1,9 @@
-"""optimize_graph / train_predictor: they fit chirplet parameters, report errors, obey callbacks and check input."""
+"""optimize_graph: it fits chirplet parameters, reports errors, obeys callbacks and checks input."""
 import math
 import warnings
 
 import pytest
 import torch
-from torch import nn
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -19,7 +18,6 @@ from scrapl_graph.train import (
     normalized_param_error,
     optimize_graph,
     resolve_columns,
-    train_predictor,
 )
 from _configs import PAPER_Q
 
@@ -266,163 +264,10 @@ def test_resolve_columns():
         resolve_columns(2, 4)
 
 
-# ------------------------------------------------------------------------ train_predictor
-class ConstantEncoder(nn.Module):
-    """Predicts the same learnable theta for every input: training must move it to the data's theta."""
-
-    def __init__(self, n_theta: int = 2):
-        super().__init__()
-        self.theta = nn.Parameter(torch.zeros(n_theta))
-
-    def forward(self, audio):
-        return self.theta.expand(audio.shape[0], -1)
-
-
-class TinyEncoder(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.AvgPool1d(64), nn.Flatten(), nn.Linear(N // 64, 2))
-
-    def forward(self, audio):
-        return self.net(audio)
-
-
-def dataset(count: int, theta=None, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    if theta is None:
-        theta = torch.logit(torch.rand(count, 2, generator=gen).clamp(0.05, 0.95))
-    else:
-        theta = theta.expand(count, -1).clone()
-    with torch.no_grad():
-        audio = chirplet_synth()(theta)
-    return audio, theta
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("loss_name", ["scrapl", "mss"])
-def test_train_predictor_learns_a_constant_theta(loss_name):
-    true_theta = torch.logit(torch.tensor([[0.75, 0.3]]))
-    train, val = dataset(8, true_theta), dataset(4, true_theta)
-    loss = SCRAPLLoss(**JTFS_CONFIG) if loss_name == "scrapl" else "mss"
-    encoder = ConstantEncoder()
-    result = train_predictor(encoder, chirplet_synth(), loss, train, val, epochs=60, batch_size=8, lr=0.1,
-                             lr_end=0.01, progress=False, seed=0)
-    errors = result.history["val_param_error"]
-    assert result.steps == 60 and result.epochs == 60 and not result.stopped_early
-    assert len(errors) == len(result.history["val_loss"]) == len(result.history["train_loss"]) == 60
-    assert errors[-1] < 0.3 * 0.225  # started from the middle: error 0.225
-    assert result.final_val_param_error == errors[-1]
-    assert len(result.history["val_param_error_columns"][-1]) == 2
-    if loss_name == "scrapl":
-        assert loss.attached_params == []
-
-
-@pytest.mark.parametrize("loss_name", ["scrapl", "mss"])
-def test_train_predictor_short_run_reports_history(loss_name):
-    """The bookkeeping of a few epochs (learning: the slow test above)."""
-    true_theta = torch.logit(torch.tensor([[0.75, 0.3]]))
-    train, val = dataset(8, true_theta), dataset(4, true_theta)
-    loss = SCRAPLLoss(**JTFS_CONFIG) if loss_name == "scrapl" else "mss"
-    result = train_predictor(ConstantEncoder(), chirplet_synth(), loss, train, val, epochs=3, batch_size=8, lr=0.1,
-                             lr_end=0.01, progress=False, seed=0)
-    errors = result.history["val_param_error"]
-    assert result.steps == 3 and result.epochs == 3 and not result.stopped_early
-    assert len(errors) == len(result.history["val_loss"]) == len(result.history["train_loss"]) == 3
-    assert all(0 <= e <= 1 for e in errors) and all(math.isfinite(v) for v in result.history["train_loss"])
-    assert result.final_val_param_error == errors[-1]
-    assert len(result.history["val_param_error_columns"][-1]) == 2
-    if loss_name == "scrapl":
-        assert loss.attached_params == []
-
-
-def test_train_predictor_reports_validation_and_callbacks():
-    train, val = dataset(12, seed=1), dataset(6, seed=2)
-    events = []
-
-    def callback(info):
-        events.append((info["event"], info["epoch"], info["step"]))
-        if info["event"] == "epoch":
-            assert 0.0 <= info["val_param_error"] <= 1.0
-            assert math.isfinite(info["val_loss"]) and math.isfinite(info["train_loss"])
-        return info["event"] == "epoch" and info["epoch"] == 2
-
-    loss = SCRAPLLoss(**JTFS_CONFIG)
-    result = train_predictor(TinyEncoder(), chirplet_synth(), loss, train, val, epochs=5, batch_size=4,
-                             callbacks=callback, progress=False)
-    assert result.stopped_early and result.epochs == 2 and result.steps == 6
-    assert events == [("step", 1, 1), ("step", 1, 2), ("step", 1, 3), ("epoch", 1, 3),
-                      ("step", 2, 4), ("step", 2, 5), ("step", 2, 6), ("epoch", 2, 6)]
-    assert len(result.history["step_loss"]) == 6
-    assert result.best_epoch in (1, 2)
-
-
-def test_train_predictor_max_steps_batches_and_no_true_theta():
-    audio, theta = dataset(8, seed=3)
-    batches = [{"audio": audio[:4], "theta": theta[:4]}, (audio[4:],)]  # a list of batches, re-used every epoch
-    result = train_predictor(TinyEncoder(), chirplet_synth(), "mss", batches, audio[:4], epochs=10, max_steps=3,
-                             progress=False)
-    assert result.steps == 3 and result.epochs == 2 and result.stopped_early
-    assert result.history["val_param_error"] == [None, None]  # validation audio without true thetas
-    assert len(result.history["val_loss"]) == 2
-    assert result.best_epoch in (1, 2)
-
-
-def test_train_predictor_restore_best():
-    train, val = dataset(8, seed=4), dataset(4, seed=5)
-    snapshots = []
-    encoder = TinyEncoder()
-    result = train_predictor(encoder, chirplet_synth(), "mss", train, val, epochs=4, batch_size=8, lr=0.05,
-                             restore_best=True, progress=False,
-                             callbacks=lambda info: info["event"] == "epoch" and snapshots.append(
-                                 {k: v.clone() for k, v in encoder.state_dict().items()}))
-    best = snapshots[result.best_epoch - 1]
-    assert all(torch.equal(best[k], v) for k, v in encoder.state_dict().items())
-    assert result.history["val_param_error"][result.best_epoch - 1] == min(result.history["val_param_error"])
-
-
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(encoder=lambda audio: audio), TypeError, "nn.Module"),
-    (dict(synth=None), TypeError, "synth must be callable"),
-    (dict(train_data="audio.wav"), TypeError, "train_data"),
-    (dict(train_data=(torch.zeros(4, 1, N), torch.zeros(3, 2))), ValueError, "theta"),
-    (dict(train_data=torch.zeros(4, N)), ValueError, "batch, channels, samples"),
-    (dict(train_data=[]), ValueError, "no batch"),
-    (dict(train_data=[torch.zeros(2, 1, N)], val_data=[]), ValueError, "no batch"),
-    (dict(train_data=[[torch.zeros(2, 1, N)] * 3]), TypeError, "batch must be"),
-    (dict(encoder=nn.Linear(N, 3)), ValueError, r"theta of shape"),
-    (dict(encoder=nn.Identity()), ValueError, "no trainable parameters"),
-    (dict(epochs=0), ValueError, "epochs"),
-    (dict(batch_size=0), ValueError, "batch_size"),
-    (dict(max_steps=-1), ValueError, "max_steps"),
-    (dict(loss="unknown"), ValueError, "unknown loss"),
-    (dict(error_columns="nope"), ValueError, "no theta column"),
-])
-def test_train_predictor_rejects_bad_input(kwargs, error, match):
-    class Flat(nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, audio):
-            return self.inner(audio[:, 0])
-
-    args = dict(encoder=TinyEncoder(), synth=chirplet_synth(), loss="mss", train_data=torch.zeros(4, 1, N),
-                val_data=None, epochs=1, progress=False)
-    if isinstance(kwargs.get("encoder"), nn.Linear):
-        kwargs = dict(kwargs, encoder=Flat(kwargs["encoder"]))
-    args.update(kwargs)
-    with pytest.raises(error, match=match):
-        train_predictor(**args)
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_both_loops_run_on_cuda(easy_problem):
+def test_optimize_graph_runs_on_cuda(easy_problem):
     synth, target, true_theta = easy_problem
     result = optimize_graph(synth, target, SCRAPLLoss(**JTFS_CONFIG), steps=20, lr=0.1, device="cuda",
                             true_theta=true_theta, progress=False)
     assert result.theta.device.type == "cuda" and result.final_param_error < result.initial_param_error
-    train, val = dataset(4, seed=6), dataset(2, seed=7)
-    out = train_predictor(TinyEncoder(), chirplet_synth(), SCRAPLLoss(**JTFS_CONFIG), train, val, epochs=1,
-                          device="cuda", progress=False)
-    assert out.history["val_param_error"][0] is not None
     synth.to("cpu")

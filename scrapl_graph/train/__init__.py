@@ -1,28 +1,26 @@
-"""Training loops: optimize a graph's parameters directly, or train a network that predicts them.
+"""Fit a graph's parameters to one recording, and the paper's parameter error.
 
-Both loops take any loss of :mod:`scrapl_graph.losses` (a registry name, a
-``{"class_path", "init_args"}`` config or a module) and share their parts:
+:func:`optimize_graph` takes any loss of :mod:`scrapl_graph.losses` (a
+registry name, a ``{"class_path", "init_args"}`` config or a module):
 
 - :mod:`.run`: the one place where a loss meets a run (its default
   optimizer, hooks, seeding) and the gradient step;
 - :mod:`.optimize`: :func:`optimize_graph` fits the flat parameter vector
   theta of a :class:`~scrapl_graph.graph.GraphSynth` to one target recording;
-- :mod:`.predictor`: :func:`train_predictor` trains an encoder audio -> theta
-  with the synth as a fixed differentiable decoder (``audio -> encoder ->
-  theta -> synth -> audio_hat``, the paper's section 3.4);
 - :mod:`.metrics`: the paper's parameter error.
+
+Training an encoder that predicts theta from audio (``audio -> encoder ->
+theta -> synth -> audio_hat``, the paper's section 3.4) is the Lightning
+layer's: :func:`scrapl_graph.lightning.train_predictor` for tensors in
+memory, ``scrapl-graph fit --config FILE`` for configs.
 """
 from ..graph.columns import resolve_columns
 from .metrics import normalized_param_error
 from .optimize import OptimizeResult, optimize_graph
-from .predictor import TrainResult, evaluate_predictor, train_predictor
 
 __all__ = [
     "OptimizeResult",
-    "TrainResult",
-    "evaluate_predictor",
     "normalized_param_error",
     "optimize_graph",
     "resolve_columns",
-    "train_predictor",
 ]

@@ -1,4 +1,4 @@
-"""What every training loop shares: preparing the loss and optimizer for a run, and one gradient step.
+"""A loss and its optimizer prepared for a run, and one gradient step (used by :func:`.optimize.optimize_graph`).
 
 :func:`prepare_run` is the one place where a loss meets a run. A loss may
 offer, by duck typing (SCRAPL does; a weighted sum of losses can delegate):
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -180,7 +179,3 @@ def prepare_run(loss: LossSpec, params: List[Tensor], *, optimizer: OptimizerSpe
     finally:
         if callable(attach):
             attach([])
-
-
-def mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
