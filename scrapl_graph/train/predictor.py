@@ -201,7 +201,8 @@ def train_predictor(
     batches carry the true thetas, the parameter error
     (:func:`normalized_param_error`, overall and per column).
 
-    With a :class:`~scrapl_graph.losses.SCRAPLLoss` the default optimizer is
+    With a :class:`~scrapl_graph.losses.SCRAPLLoss`, alone or in a
+    :class:`~scrapl_graph.losses.LossSum`, the default optimizer is
     the loss's own (P-Adam and P-SAGA with plain SGD); with another
     optimizer the encoder's parameters are attached to the loss for the run;
     other losses use Adam (see :mod:`scrapl_graph.train.run`). A synth with random time shifts (as the
