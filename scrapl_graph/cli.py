@@ -75,11 +75,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- warmup
 def cmd_warmup(args: argparse.Namespace) -> int:
     from .config import load_run_config
+    from .losses import scrapl_term_of
 
     run = load_run_config(args.config)
-    synth, loss = run["synth"], run["loss"]
-    if not callable(getattr(loss, "warmup_lc_hvp", None)):
-        raise UsageError(f"{args.config}: loss must be a SCRAPL loss for a warmup, got {type(loss).__name__}")
+    synth, loss = run["synth"], scrapl_term_of(run["loss"])  # SCRAPL alone or the SCRAPL term of a LossSum
+    if loss is None:
+        raise UsageError(f"{args.config}: loss must be a SCRAPL loss (or a LossSum with a SCRAPL term) for a warmup, "
+                         f"got {type(run['loss']).__name__}")
     device = torch.device(args.device)
     synth, loss = synth.to(device), loss.to(device)
     theta = (run["theta_init"] if run["theta_init"] is not None else torch.zeros(1, synth.n_theta)).to(device)

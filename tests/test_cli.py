@@ -67,6 +67,18 @@ def test_warmup_shards_resume_and_write_probs(tmp_path, capsys):
     assert "probs.pt" in capsys.readouterr().out
 
 
+def test_warmup_of_a_loss_sum_runs_on_its_scrapl_term(tmp_path, capsys):
+    scrapl = "loss:\n  class_path: scrapl\n  init_args: {shape: 2048, J: 6, Q1: 4, Q2: 1, J_fr: 2, Q_fr: 1, n_theta: 2}\n"
+    in_a_sum = ("loss:\n  class_path: loss_sum\n  init_args:\n    terms:\n      scrapl:\n        class_path: scrapl\n"
+                "        init_args: {shape: 2048, J: 6, Q1: 4, Q2: 1, J_fr: 2, Q_fr: 1, n_theta: 2}\n"
+                "      mss: mss_linear\n    weights: {mss: 0.1}\n")
+    assert scrapl in CONFIG
+    config = tmp_path / "sum.yaml"
+    config.write_text(CONFIG.replace(scrapl, in_a_sum))
+    assert main(["warmup", str(config), "--out", str(tmp_path / "warm"), "--end", "2", "--no-progress"]) == 0
+    assert "2 of 28 paths done" in capsys.readouterr().out
+
+
 def test_jtfs_subcommand(capsys):
     assert main(["jtfs", "--n", "4096", "--J", "6", "--paths", "3"]) == 0
     assert "second-order paths: 135" in capsys.readouterr().out

@@ -10,6 +10,7 @@ pl = pytest.importorskip("lightning.pytorch")
 
 from scrapl_graph import PathwiseAdamSAGA  # noqa: E402
 from scrapl_graph.lightning import SoundMatching, ThetaISWarmup  # noqa: E402
+from scrapl_graph.losses import scrapl_term_of  # noqa: E402
 from _lightning_fixtures import JTFS_TINY, SCRAPL_TINY, TinyChirplets, TinyEncoder  # noqa: E402
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -92,18 +93,24 @@ class _RecordPaths(pl.Callback):
         self.folder, self.paths = folder, []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.paths.append(pl_module.loss.curr_path_idx)
+        self.paths.append(scrapl_term_of(pl_module.loss).curr_path_idx)
 
     def on_fit_end(self, trainer, pl_module):
         with open(os.path.join(self.folder, f"paths_{trainer.global_rank}.json"), "w") as f:
             json.dump(self.paths, f)
 
 
-def _ddp_run(tmp_path, devices, batch_size):
+SCRAPL_SPEC = {"class_path": "scrapl", "init_args": SCRAPL_TINY}
+# SCRAPL plus an MSS whose gradient is added after P-Adam/P-SAGA: averaged over processes like SCRAPL's.
+SUM_SPEC = {"class_path": "loss_sum", "init_args": {"terms": {"scrapl": SCRAPL_SPEC, "mss": {
+    "class_path": "mss_linear", "init_args": {"fft_sizes": [64, 256], "hop_sizes": [16, 64], "win_lengths": [64, 256]}}},
+    "weights": {"mss": 10.0}}}
+
+
+def _ddp_run(tmp_path, devices, batch_size, loss=SCRAPL_SPEC):
     pl.seed_everything(0)
     data = TinyChirplets(batch_size=batch_size, max_shift=0)
-    model = SoundMatching(data.synth, loss={"class_path": "scrapl", "init_args": SCRAPL_TINY}, encoder=TinyEncoder(),
-                          lr=1e-3, val_metrics=())
+    model = SoundMatching(data.synth, loss=loss, encoder=TinyEncoder(), lr=1e-3, val_metrics=())
     folder = tmp_path / f"run_{devices}"
     folder.mkdir()
     run = trainer(folder, devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", max_epochs=2,
@@ -114,13 +121,14 @@ def _ddp_run(tmp_path, devices, batch_size):
 
 
 @pytest.mark.slow
-def test_two_processes_of_batch_b_equal_one_of_batch_2b(tmp_path):
+@pytest.mark.parametrize("loss", [SCRAPL_SPEC, SUM_SPEC], ids=["scrapl", "sum"])
+def test_two_processes_of_batch_b_equal_one_of_batch_2b(tmp_path, loss):
     # Spawned workers receive the model's tensors; through files, not inherited descriptors.
     previous = torch.multiprocessing.get_sharing_strategy()
     torch.multiprocessing.set_sharing_strategy("file_system")
     try:
-        single, (single_paths,) = _ddp_run(tmp_path, 1, 4)
-        double, (paths_0, paths_1) = _ddp_run(tmp_path, 2, 2)
+        single, (single_paths,) = _ddp_run(tmp_path, 1, 4, loss)
+        double, (paths_0, paths_1) = _ddp_run(tmp_path, 2, 2, loss)
     finally:
         torch.multiprocessing.set_sharing_strategy(previous)
     assert paths_0 == paths_1  # every rank uses rank 0's path at every step
@@ -200,3 +208,27 @@ def test_resume_mid_epoch_is_bit_exact(tmp_path):
     assert torch.equal(whole.loss.probs, resumed.loss.probs)  # theta-IS probabilities from the checkpoint
     assert whole.loss.step_count == resumed.loss.step_count == 10
     assert not (tmp_path / "second" / "lightning_logs" / "version_0" / "theta_is").exists()  # warmup skipped
+
+
+def test_a_sum_with_scrapl_fits_logs_its_terms_and_warms_up_its_scrapl_term(tmp_path):
+    pl.seed_everything(0)
+    data = TinyChirplets()
+    mss = {"class_path": "mss_linear", "init_args": {"fft_sizes": [64, 256], "hop_sizes": [16, 64],
+                                                    "win_lengths": [64, 256]}}
+    loss = {"class_path": "scrapl_graph.losses.LossSum",
+            "init_args": {"terms": {"scrapl": {"class_path": "scrapl", "init_args": SCRAPL_TINY}, "mss": mss},
+                          "weights": {"mss": 0.1}}}
+    model = SoundMatching(data.synth, loss=loss, encoder=TinyEncoder(), val_metrics=("jtfs",))
+    run = trainer(tmp_path, callbacks=[ThetaISWarmup(n_examples=4, batch_size=4, n_iter=3)])
+    run.fit(model, data)
+    optimizer, scrapl = run.optimizers[0], model.loss.scrapl_term
+    assert isinstance(optimizer, PathwiseAdamSAGA) and optimizer.side_gradients is model.loss.side_gradients
+    assert optimizer.loss is scrapl and scrapl.step_count == 4
+    assert not torch.allclose(scrapl.probs, torch.full_like(scrapl.probs, 1 / len(scrapl.probs)))  # theta-IS ran
+    assert os.path.isfile(os.path.join(run.log_dir, "theta_is", "probs.pt"))
+    assert model._metrics["val_2048"].distances["jtfs"].jtfs.J == SCRAPL_TINY["J"]  # the SCRAPL term's JTFS
+    metrics = run.callback_metrics
+    for key in ("train/loss", "train/loss/scrapl", "train/loss/mss", "val/loss", "val/loss/scrapl", "val/loss/mss",
+                "val/jtfs"):
+        assert torch.isfinite(metrics[key]), key
+    torch.testing.assert_close(metrics["val/loss"], metrics["val/loss/scrapl"] + 0.1 * metrics["val/loss/mss"])

@@ -14,8 +14,10 @@ KWARGS = {
     "stft": dict(fft_size=256, hop_size=64, win_length=256),
 }
 # Losses that learn an additive waveform error on mono input (the others: test_stereo_and_random_losses_run;
-# mss_random needs signals longer than 32767 samples and p_loss compares parameters: tests/test_mss_losses.py).
-TRAINABLE = sorted(set(LOSSES) - {"random_resolution_stft", "sum_and_difference_stft", "dc", "mss_random", "p_loss"})
+# mss_random needs signals longer than 32767 samples and p_loss compares parameters: tests/test_mss_losses.py;
+# loss_sum needs its terms: tests/test_loss_sum.py).
+TRAINABLE = sorted(set(LOSSES) - {"random_resolution_stft", "sum_and_difference_stft", "dc", "mss_random", "p_loss",
+                                  "loss_sum"})
 
 
 def train(loss_fn, steps=40):

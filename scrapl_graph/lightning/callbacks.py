@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 import lightning.pytorch as pl
 import torch
 
+from ..losses import scrapl_term_of
 from . import random_state
 
 log = logging.getLogger(__name__)
@@ -16,6 +17,10 @@ log = logging.getLogger(__name__)
 
 class ThetaISWarmup(pl.Callback):
     r"""Run the loss's theta-IS warmup (paper, section 3.4) at fit start, on ``n_examples`` training examples.
+
+    The loss is the module's SCRAPL loss, alone or the SCRAPL term of a
+    :class:`~scrapl_graph.losses.LossSum` (the curvature is that of the
+    SCRAPL paths; the other terms take no part in it).
 
     The encoder is the ``theta_fn`` (in eval mode: no dropout), its weights
     the parameters, and the model's synth the ``synth_fn`` with its random
@@ -48,6 +53,8 @@ class ThetaISWarmup(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loss = getattr(pl_module, "loss", None)
+        scrapl = scrapl_term_of(loss)
+        loss = loss if scrapl is None else scrapl
         if not callable(getattr(loss, "warmup_lc_hvp", None)):
             log.info("theta-IS warmup skipped: the loss (%s) has no warmup", type(loss).__name__)
             return

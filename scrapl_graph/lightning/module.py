@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..graph.columns import theta_labels
-from ..losses import build_loss
+from ..losses import build_loss, scrapl_term_of
 from . import random_state
 from .metrics import AudioMetrics, theta_l1_permille
 
@@ -31,11 +31,15 @@ class SoundMatching(pl.LightningModule):
 
     The optimizer is the loss's own when it has one (SCRAPL: P-Adam and
     P-SAGA in optimizer form, Algorithm 1, with SGD; they see the all-reduced
-    gradient under DDP), else AdamW with the paper's settings. Validation and
-    test log the theta L1 in permille per parameter and its mean (when the
-    batch carries theta), the loss, and audio distances; evaluation runs on
-    its own random streams (:func:`random_state.isolated`), so it draws the
-    same time shifts at every pass and never moves the training streams.
+    gradient under DDP), else AdamW with the paper's settings. A
+    :class:`~scrapl_graph.losses.LossSum` holding SCRAPL has the same
+    optimizer, with its other terms' gradient added after P-Adam/P-SAGA, and
+    the terms of any sum are logged as ``<stage>/loss/<name>`` (unweighted).
+    Validation and test log the theta L1 in permille per parameter and its
+    mean (when the batch carries theta), the loss, and audio distances;
+    evaluation runs on its own random streams (:func:`random_state.isolated`),
+    so it draws the same time shifts at every pass and never moves the
+    training streams.
 
     Args:
         synth: the decoder, ``synth(theta (B, n_theta)) -> audio (B, C, N)``
@@ -112,15 +116,20 @@ class SoundMatching(pl.LightningModule):
         x_hat = None if self.compares_theta else self.synth(theta_hat)
         value = self._loss(batch, theta_hat, x_hat)
         self.log("train/loss", value, prog_bar=True, batch_size=audio.shape[0])
+        self.log_dict({f"train/{k}": v for k, v in self._term_values().items()}, batch_size=audio.shape[0])
         self.log("time/elapsed_s", self.elapsed_s, batch_size=audio.shape[0])
         return value
+
+    def _term_values(self) -> Dict[str, Tensor]:
+        """``{"loss/<name>": value}`` of the terms of a sum of losses after its last call (else empty)."""
+        return {f"loss/{name}": value for name, value in getattr(self.loss, "last_values", {}).items()}
 
     def _evaluate(self, batch: Mapping[str, Tensor], batch_idx: int, stage: str) -> Dict[str, Tensor]:
         audio = batch["audio"]
         with random_state.isolated(self.synth, self.eval_seed + batch_idx):
             theta_hat = self.encoder(audio)
             x_hat = self.synth(theta_hat)
-            values = {"loss": self._loss(batch, theta_hat, x_hat)}
+            values = {"loss": self._loss(batch, theta_hat, x_hat), **self._term_values()}
             values.update(self._audio_metrics(stage, audio.shape[-1])(x_hat, audio))
         if "theta" in batch:
             per_param = theta_l1_permille(theta_hat, batch["theta"])
@@ -161,7 +170,8 @@ class SoundMatching(pl.LightningModule):
         key = f"{stage}_{num_samples}"
         if key not in self._metrics:
             names = self.val_metric_names if stage == "val" else self.test_metric_names
-            jtfs = self.metric_jtfs or getattr(self.loss, "jtfs_config", None)
+            scrapl = scrapl_term_of(self.loss)
+            jtfs = self.metric_jtfs or getattr(self.loss if scrapl is None else scrapl, "jtfs_config", None)
             jtfs = {k: v for k, v in (jtfs or {}).items() if k in ("J", "Q1", "Q2", "J_fr", "Q_fr", "T", "F")} or None
             self._metrics[key] = AudioMetrics(names, num_samples, jtfs).to(self.device)
         return self._metrics[key]

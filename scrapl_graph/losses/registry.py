@@ -1,4 +1,4 @@
-"""Build any loss by name or from a ``{"class_path", "init_args"}`` config: SCRAPL, JTFS, MSS, P-loss, auraloss.
+"""Build any loss by name or from a ``{"class_path", "init_args"}`` config: SCRAPL, JTFS, MSS, P-loss, auraloss, sums.
 
 Every audio loss built here is called as ``loss(input, target)`` on (batch,
 channels, samples) tensors, so training code can swap them freely. The
@@ -38,6 +38,8 @@ LOSSES: Dict[str, Alias] = {
     **MSS_SPECS,
     "mss_revisited": RevisitedMSSLoss,
     "p_loss": ParameterLoss,
+    # A weighted sum of the losses here (an import path: loss_sum builds its terms with this registry).
+    "loss_sum": "scrapl_graph.losses.loss_sum.LossSum",
     "multi_resolution_stft": "auraloss.freq.MultiResolutionSTFTLoss",
     "stft": "auraloss.freq.STFTLoss",
     "random_resolution_stft": "auraloss.freq.RandomResolutionSTFTLoss",
@@ -50,7 +52,7 @@ LOSSES: Dict[str, Alias] = {
     "log_cosh": "auraloss.time.LogCoshLoss",
 }
 _ALIASES = {"mrstft": "multi_resolution_stft", "sisdr": "si_sdr", "sdsdr": "sd_sdr", "logcosh": "log_cosh",
-            "parameter": "p_loss"}
+            "parameter": "p_loss", "sum": "loss_sum"}
 # Every name a class_path may hold, at any nesting level: registry names and their short forms.
 _NAMES: Dict[str, Alias] = {**LOSSES, **{alias: LOSSES[name] for alias, name in _ALIASES.items()}}
 
@@ -76,8 +78,8 @@ def build_loss(spec: Union[str, Mapping[str, Any]], **kwargs) -> nn.Module:
     Args:
         spec: a name (``"scrapl"``, ``"jtfs"``, ``"mss"``, ``"mss_linear"``,
             ``"mss_log_linear"``, ``"mss_random"``, ``"mss_revisited"``, ``"p_loss"``,
-            ``"multi_resolution_stft"``, ``"stft"``, ``"si_sdr"``, ``"esr"``, ...
-            see :data:`LOSSES`; any case)
+            ``"multi_resolution_stft"``, ``"stft"``, ``"si_sdr"``, ``"esr"``, ``"loss_sum"``
+            (:class:`~scrapl_graph.losses.LossSum`), ... see :data:`LOSSES`; any case)
             or a mapping ``{"class_path": "auraloss.freq.STFTLoss", "init_args": {...}}``
             (Lightning / jsonargparse style; ``class_path`` may also be a name,
             and init_args may hold nested specs).

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .pathwise import PathwiseConfig, new_state, pathwise_step, state_nbytes
+from .side_grads import SideGradients
 
 log = logging.getLogger(__name__)
 
@@ -18,11 +19,13 @@ class PathwiseAdamSAGA(torch.optim.Optimizer):
     At each :meth:`step`, for every parameter ``w`` with a gradient ``g``:
 
         g_out = pathwise(grad_mult * g; path p, iteration k)    (eqs. 6-9)
-        w <- w - lr * (g_out + weight_decay * w)
+        w <- w - lr * (g_out + g_side + weight_decay * w)
 
     where ``p`` and ``k`` are the loss's ``curr_path_idx`` and
-    ``step_count`` after its last training forward. Weight decay is applied
-    as ``torch.optim.SGD`` applies it: added to the transformed gradient.
+    ``step_count`` after its last training forward, and ``g_side`` the
+    gradient of the terms summed beside SCRAPL (zero for SCRAPL alone; see
+    :mod:`scrapl_graph.scrapl.side_grads`). Weight decay is applied as
+    ``torch.optim.SGD`` applies it: added to the transformed gradient.
 
     This is the same computation as ``loss.attach_params(params)`` with plain
     SGD (one implementation of the equations is shared; both forms replay
@@ -44,6 +47,8 @@ class PathwiseAdamSAGA(torch.optim.Optimizer):
             its ``grad_mult``, ``use_p_adam``, ``use_p_saga``, ``p_adam_b1``,
             ``p_adam_b2`` and ``p_adam_eps`` are the defaults of the settings below.
         grad_mult, use_p_adam, use_p_saga, betas, eps: overrides of the loss's settings.
+        side_gradients: the stash of a sum of losses holding ``loss``
+            (:class:`~scrapl_graph.scrapl.SideGradients`), taken at every step.
 
     Raises:
         ValueError: for a non-positive learning rate, negative weight decay,
@@ -52,7 +57,8 @@ class PathwiseAdamSAGA(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable, lr: float, weight_decay: float = 0.0, *, loss,
                  grad_mult: Optional[float] = None, use_p_adam: Optional[bool] = None,
-                 use_p_saga: Optional[bool] = None, betas: Optional[tuple] = None, eps: Optional[float] = None):
+                 use_p_saga: Optional[bool] = None, betas: Optional[tuple] = None, eps: Optional[float] = None,
+                 side_gradients: Optional[SideGradients] = None):
         if not (isinstance(lr, (int, float)) and lr > 0):
             raise ValueError(f"lr must be a positive number, got {lr!r}")
         if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
@@ -67,7 +73,7 @@ class PathwiseAdamSAGA(torch.optim.Optimizer):
             use_p_saga=loss.use_p_saga if use_p_saga is None else bool(use_p_saga),
             eps=loss.p_adam_eps if eps is None else float(eps),
             grad_mult=loss.grad_mult if grad_mult is None else float(grad_mult))
-        self.loss = loss
+        self.loss, self.side_gradients = loss, side_gradients
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
 
     def _transformed(self, param: Tensor, path: int, k: int) -> Tensor:
@@ -101,11 +107,14 @@ class PathwiseAdamSAGA(torch.optim.Optimizer):
         path, k = self.loss.curr_path_idx, int(self.loss.step_count)
         if path is None or k < 1:
             raise RuntimeError("PathwiseAdamSAGA.step() needs a training forward of the SCRAPL loss first")
+        side = self.side_gradients.take() if self.side_gradients is not None else {}
         for group in self.param_groups:
             for param in group["params"]:
-                if param.grad is None:
+                if param.grad is None and param not in side:
                     continue
-                update = self._transformed(param, path, k)
+                update = self._transformed(param, path, k) if param.grad is not None else torch.zeros_like(param)
+                if param in side:  # after the transform, as weight decay: not the path's gradient
+                    update = update.add(side[param])
                 if group["weight_decay"]:
                     update = update.add(param, alpha=group["weight_decay"])
                 param.add_(update, alpha=-group["lr"])

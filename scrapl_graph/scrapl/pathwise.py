@@ -26,10 +26,11 @@ weights).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 import torch
 from torch import Tensor
@@ -153,6 +154,7 @@ class PathwiseHooks:
         self.states: List[Dict[str, object]] = []
         self._handles: list = []
         self._pending: set = set()
+        self._paused = False
 
     def attach(self, params: Iterable[Tensor]) -> None:
         """Attach ``params`` (an empty list detaches); resets the per-path state.
@@ -184,8 +186,22 @@ class PathwiseHooks:
     def arm(self) -> None:
         self._pending = set(range(len(self.params)))
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Pass gradients through untouched inside the block, and leave the armed state as it is.
+
+        Gradient hooks fire on every gradient computed for a parameter,
+        ``torch.autograd.grad`` included: a gradient that is not the path's
+        (that of a term summed beside SCRAPL) is taken inside this block.
+        """
+        self._paused = True
+        try:
+            yield
+        finally:
+            self._paused = False
+
     def _hook(self, grad: Tensor, index: int) -> Tensor:
-        if not self.owner.training or index not in self._pending:
+        if self._paused or not self.owner.training or index not in self._pending:
             return grad
         self._pending.discard(index)
         param = self.params[index]

@@ -86,7 +86,8 @@ def optimize_graph(
     ``loss(audio, target)`` and updates the trainable columns of theta (a
     leaf tensor; the other columns stay at ``theta_init``).
 
-    With a :class:`~scrapl_graph.losses.SCRAPLLoss` the default optimizer is
+    With a :class:`~scrapl_graph.losses.SCRAPLLoss`, alone or in a
+    :class:`~scrapl_graph.losses.LossSum`, the default optimizer is
     the loss's own (P-Adam and P-SAGA with plain SGD, Algorithm 1); with
     another optimizer the trainable tensor is attached to the loss for the
     run (see :mod:`scrapl_graph.train.run`). The target is moved to the

@@ -10,7 +10,9 @@ offer, by duck typing (SCRAPL does; a weighted sum of losses can delegate):
 - ``check_optimizer(optimizer)``: warnings about an optimizer that does not suit it;
 - ``manual_seed(seed)``: repeatable draws for a seeded run.
 
-Other losses get Adam by default and nothing else.
+A :class:`~scrapl_graph.losses.LossSum` with a SCRAPL term offers all four
+(its other terms' gradient is added after P-Adam/P-SAGA); one without is a
+plain loss. Other losses get Adam by default and nothing else.
 """
 from __future__ import annotations
 
