@@ -99,6 +99,6 @@ def test_drum_decay_example_runs_end_to_end(tmp_path):
                           "--num-samples", "4096", "--J", "9"], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr
     assert "first-order paths" in out.stdout
-    for loss in dd.LOSSES:
+    for loss in dd.DEFAULT_LOSSES:
         assert f"| aligned | {loss} |" in out.stdout and f"| meso | {loss} |" in out.stdout
     assert (tmp_path / "results.csv").exists() and (tmp_path / "results.md").exists()
