@@ -11,7 +11,7 @@ from scrapl_graph.losses.scrapl_theta_is import path_loss
 from scrapl_graph.scrapl.order_share import impose_share
 from scrapl_graph.scrapl.probs_file import path_set_identity
 from _configs import TINY, TINY_N
-from test_scrapl_loss import Toy, algorithm1, target_audio
+from test_scrapl_loss import Toy, algorithm1, first_pass_paths, record_calls, target_audio
 
 N = TINY_N
 SMALL = TINY  # 5 second-order paths, 3 first-order paths
@@ -110,15 +110,7 @@ def test_several_paths_per_step_mix_orders():
 
 def test_target_coefficients_of_first_order_paths_are_cached():
     loss = SCRAPLLoss(N, **SMALL, **PLAIN, first_order_share="uniform")
-    jtfs = loss.jtfs_for(N)
-    calls = []
-    original = jtfs.first_order_from_spectra
-
-    def counting(spectra, channels):
-        calls.append(list(channels))
-        return original(spectra, channels)
-
-    jtfs.first_order_from_spectra = counting
+    calls = record_calls(loss.jtfs_for(N), "first_order_from_spectra")
     x, y = torch.randn(2, 1, N), torch.randn(2, 1, N)
     n2 = loss.n_second
     first = loss(x, y, path_idx=n2 + 2)
@@ -311,9 +303,4 @@ def test_plot_draws_first_order_paths_in_a_strip(tmp_path):
 
 def test_sample_all_paths_first_visits_both_orders():
     loss = SCRAPLLoss(N, **SMALL, **PLAIN, sample_all_paths_first=True, first_order_share=0.1)
-    x = torch.randn(1, 1, N)
-    seen = []
-    for _ in range(loss.n_paths):
-        loss(x, x)
-        seen.append(loss.curr_path_idx)
-    assert sorted(seen) == list(range(loss.n_paths))
+    assert first_pass_paths(loss) == list(range(loss.n_paths))

@@ -193,14 +193,19 @@ def test_seeded_draws_match_the_reference_readme():
     assert loss.sample_path(seed=42) == 211
 
 
-def test_sample_all_paths_first_visits_every_path():
-    loss = SCRAPLLoss(N, **SMALL, use_p_adam=False, use_p_saga=False, sample_all_paths_first=True)
+def first_pass_paths(loss) -> list:
+    """The paths drawn by ``n_paths`` training calls, sorted."""
     x = torch.randn(1, 1, N)
     seen = []
     for _ in range(loss.n_paths):
         loss(x, x)
         seen.append(loss.curr_path_idx)
-    assert sorted(seen) == list(range(loss.n_paths))
+    return sorted(seen)
+
+
+def test_sample_all_paths_first_visits_every_path():
+    loss = SCRAPLLoss(N, **SMALL, use_p_adam=False, use_p_saga=False, sample_all_paths_first=True)
+    assert first_pass_paths(loss) == list(range(loss.n_paths))
 
 
 def test_mean_of_path_losses_and_gradients_is_the_full_jtfs():
@@ -253,17 +258,21 @@ def test_any_length_builds_one_transform_per_length():
         fixed(torch.randn(1, 1, 1000), torch.randn(1, 1, 1000))
 
 
+def record_calls(obj, method: str) -> list:
+    """Wrap ``obj.method`` so that each call appends its second argument (the path list) to the returned list."""
+    calls, original = [], getattr(obj, method)
+
+    def recording(first, idxs):
+        calls.append(list(idxs))
+        return original(first, idxs)
+
+    setattr(obj, method, recording)
+    return calls
+
+
 def test_fixed_target_coefficients_are_cached():
     loss = SCRAPLLoss(N, **SMALL, use_p_adam=False, use_p_saga=False)
-    jtfs = loss.jtfs_for(N)
-    calls = []
-    original = jtfs.paths_coefficients
-
-    def counting(x, idxs):
-        calls.append(list(idxs))
-        return original(x, idxs)
-
-    jtfs.paths_coefficients = counting
+    calls = record_calls(loss.jtfs_for(N), "paths_coefficients")
     x, y = torch.randn(2, 1, N), torch.randn(2, 1, N)
     first = loss(x, y, path_idx=1)
     assert loss(x, y, path_idx=1) == first
