@@ -243,7 +243,11 @@ def summarize(rows: Sequence[Dict[str, object]]) -> str:
         cells.append(f"{sum(s for _, s in seconds) / runs:.0f}")
         lines.append(f"| {setting} | {loss} | {runs} | " + " | ".join(cells) + " |")
     start = [float(r["start_decay_level_permille"]) for r in rows]
-    lines.append(f"\nStarting point (the presets): decay/level error {sum(start) / len(start):.1f} ‰ on average.")
+    silent = sum(1 for r in rows if r["decay_db"] != r["decay_db"])
+    lines.append(f"\nStarting point (the presets): decay/level error {sum(start) / len(start):.1f} ‰ on average. "
+                 f"Mean ± 95% CI over every (seed, target); runs = seeds, each of {len(PRESETS)} presets x "
+                 f"targets per preset. {silent} matches had no audible frame after the transient and are left "
+                 f"out of the decay column.")
     return "\n".join(lines)
 
 
