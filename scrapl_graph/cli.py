@@ -147,6 +147,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        repeats=args.repeats, full_tree=not args.no_full_tree, reference=not args.no_reference,
                        reference_full_tree=args.reference_full_tree, memory_toy=not args.no_memory)
     print(result.table())
+    if args.cost_model:
+        from .bench.cost import cost_table
+
+        print()
+        print(cost_table(args.n, args.batch, args.device))
     return 0
 
 
@@ -276,6 +281,8 @@ def _add_bench(sub) -> None:
     bench.add_argument("--reference-full-tree", action="store_true",
                        help="also time the reference's full JTFS (minutes, ~17 GB on a CPU)")
     bench.add_argument("--no-memory", action="store_true", help="skip the attached-model memory measurement")
+    bench.add_argument("--cost-model", action="store_true",
+                       help="also print the cost model of three paths: FFTs per stage, their floor, measured time")
     bench.set_defaults(func=cmd_bench)
 
 

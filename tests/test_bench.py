@@ -121,3 +121,16 @@ def test_peaks_are_measured_in_fresh_processes():
     assert peak_mb > 0 and state_mb > 0
     with pytest.raises(ValueError, match="unknown kind"):
         bench.fresh_peak("nope", 4096, 1, "cpu")
+
+
+def test_cost_model_counts_ffts_and_times_each_stage():
+    from scrapl_graph.bench import cost
+    from scrapl_graph.jtfs import JTFS
+
+    jtfs = JTFS(512, J=3, Q1=2, Q2=1, J_fr=1, Q_fr=1)
+    stages = cost.path_ffts(jtfs, 0, batch=2)
+    assert stages["scalogram"][("r2c", jtfs.n_padded)] >= 2  # the signal's FFT, one per example
+    assert all(kind in ("r2c", "c2r", "c2c") for counts in stages.values() for kind, _ in counts)
+    rows = cost.path_cost(jtfs, 0, torch.randn(2, 512), repeats=1)
+    assert [r[0] for r in rows] == list(cost.STAGES) and all(r[2] > 0 and r[3] > 0 for r in rows)
+    assert "scalogram" in cost.cost_table(512, 1, config=dict(J=3, Q1=2, Q2=1, J_fr=1, Q_fr=1), idxs=[0])

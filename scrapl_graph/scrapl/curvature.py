@@ -38,6 +38,8 @@ from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from ..checks import wants_value_check
+
 log = logging.getLogger(__name__)
 
 THETA_HESSIANS = ("auto", "full", "per_example")
@@ -84,27 +86,38 @@ def power_iteration(matvec: Callable[[Tensor, Tensor], Tensor], v0: Tensor, n_it
     if not (isinstance(tol, numbers.Real) and tol >= 0):
         raise ValueError(f"tol must be a non-negative number, got {tol!r}")
     norms = v0.norm(dim=1, keepdim=True)
-    if not bool((norms > 0).all()):
+    # Reading values on the host (the nonzero check, the early stop) waits for
+    # the device: on CUDA, unless asked (see scrapl_graph.checks), every row
+    # runs the n_iter steps and a converged row is frozen in place instead.
+    reads = wants_value_check(v0)
+    if reads and not bool((norms > 0).all()):
         raise ValueError("every start vector must be nonzero")
     v = v0 / norms
-    eigs = torch.zeros(v.shape[0], dtype=torch.float64)
+    eigs = torch.zeros(v.shape[0], dtype=torch.float64, device=v.device)
     previous = torch.zeros_like(eigs)
-    active = torch.arange(v.shape[0])
+    active = torch.arange(v.shape[0], device=v.device)
+    frozen = torch.zeros(v.shape[0], dtype=torch.bool, device=v.device)
     steps = 0
-    while active.numel() and steps < n_iter:
+    while (not reads or active.numel()) and steps < n_iter:
         av = matvec(v[active], active).detach()
         steps += 1
         estimate = (v[active] * av).sum(dim=1).double()
         av_norm = av.norm(dim=1, keepdim=True)
         null = av_norm[:, 0] == 0
         estimate = torch.where(null, torch.zeros_like(estimate), estimate)
-        eigs[active] = estimate
         # A row in the operator's null space has converged (to 0): keep its vector.
-        v[active] = torch.where(null[:, None], v[active], av / av_norm.clamp_min(torch.finfo(av.dtype).tiny))
+        step = torch.where(null[:, None], v[active], av / av_norm.clamp_min(torch.finfo(av.dtype).tiny))
         change = (estimate - previous[active]).abs()
         done = null | (change < tol * estimate.abs())
-        previous[active] = estimate
-        active = active[~done]
+        if reads:
+            eigs[active], v[active], previous[active] = estimate, step, estimate
+            active = active[~done]
+        else:
+            eigs = torch.where(frozen, eigs, estimate)
+            v = torch.where(frozen[:, None], v, step)
+            previous = eigs
+            frozen = frozen | done
+    return eigs, steps
     return eigs, steps
 
 
@@ -281,7 +294,9 @@ def theta_model(path_loss: PathLoss, path_idx: int, synth_fn: Callable[..., Tens
     and differentiating ``sum_k grad_k . t_k`` gives each ``H t_k`` in its own copy.
     """
     if theta_hessian == "auto":
-        theta_hessian = "per_example" if synth_is_per_example(synth_fn, theta0, synth_kwargs) else "full"
+        # Telling a per-example synth apart reads values; without reads "full" is exact for every synth.
+        per_example = wants_value_check(theta0) and synth_is_per_example(synth_fn, theta0, synth_kwargs)
+        theta_hessian = "per_example" if per_example else "full"
     tangents = _tangents(theta0, theta_hessian)
     n_copies = tangents.shape[0]
     if hvp_chunk is None:
@@ -366,6 +381,7 @@ def theta_eigs(path_loss: PathLoss, path_idx: int, n_theta: int, theta_fn: Calla
     for g, group in enumerate(param_groups):
         generator = torch.Generator().manual_seed(int(seed) + 1_000_003 * path_idx + 7_919 * g)
         eigs, steps = _group_eigs(thetas, models, list(group), n_theta, n_iter, tol, generator)
-        log.debug("path %d, group %d: %d power-iteration steps, eigenvalues %s", path_idx, g, steps, eigs.tolist())
+        if log.isEnabledFor(logging.DEBUG):  # tolist() reads the device
+            log.debug("path %d, group %d: %d power-iteration steps, eigenvalues %s", path_idx, g, steps, eigs.tolist())
         rows.append(eigs)
     return torch.stack(rows).float()

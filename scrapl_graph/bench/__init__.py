@@ -7,147 +7,24 @@ reference's interleaved path by path so that machine noise hits both alike.
 """
 from __future__ import annotations
 
-import gc
 import logging
 import math
-import os
-import platform
 import statistics
-import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import List
 
 import torch
+from torch import Tensor
 
-from torch import Tensor, nn
+from ..losses import JTFSLoss, SCRAPLLoss, path_distance
+from .common import PAPER_CONFIG, BenchResult, Row, machine_description, reference_module, sync, time_step
+from .memory import PeakMemory, Toy, attached_memory, fresh_peak
 
-from . import allocator
-from .losses import JTFSLoss, SCRAPLLoss, path_distance
+__all__ = ["PAPER_CONFIG", "BenchResult", "PeakMemory", "Row", "attached_memory", "fresh_peak",
+           "machine_description", "pathwise_overhead", "run", "time_step"]
 
 log = logging.getLogger(__name__)
-
-PAPER_CONFIG = dict(J=12, Q1=8, Q2=2, J_fr=3, Q_fr=2)
-
-
-@dataclass
-class Row:
-    name: str
-    ms: float
-    peak_mb: Optional[float] = None
-    note: str = ""
-
-
-@dataclass
-class BenchResult:
-    machine: str
-    rows: List[Row] = field(default_factory=list)
-
-    def table(self) -> str:
-        lines = [self.machine, "", f"{'step (forward + backward)':<44} {'time (ms)':>12} {'peak (MB)':>10}  note"]
-        for r in self.rows:
-            peak = "" if r.peak_mb is None else f"{r.peak_mb:.0f}"
-            ms = "" if r.ms != r.ms else f"{r.ms:.1f}"
-            lines.append(f"{r.name:<44} {ms:>12} {peak:>10}  {r.note}")
-        return "\n".join(lines)
-
-    def get(self, name: str) -> Optional[Row]:
-        return next((r for r in self.rows if r.name == name), None)
-
-
-def machine_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        hw = torch.cuda.get_device_name(device)
-    else:
-        hw = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
-    malloc = "tuned (--tune-malloc)" if allocator.is_tuned() else "default"
-    return f"machine: {hw}; torch {torch.__version__}; device {device}; glibc malloc {malloc}"
-
-
-class PeakMemory:
-    """Peak memory of a block above its starting point: CUDA allocator stats, or sampled RSS on CPU."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak_bytes = 0
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    @contextmanager
-    def measure(self):
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            base = torch.cuda.memory_allocated(self.device)
-            yield self
-            torch.cuda.synchronize(self.device)
-            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - base
-            return
-        if not os.path.exists("/proc/self/statm"):
-            yield self
-            return
-        base = self._rss()
-        peak = [base]
-        done = threading.Event()
-
-        def sample():
-            while not done.is_set():
-                peak[0] = max(peak[0], self._rss())
-                done.wait(0.002)
-
-        thread = threading.Thread(target=sample, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            done.set()
-            thread.join()
-            self.peak_bytes = max(peak[0], self._rss()) - base
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_step(step: Callable[[], None], device: torch.device, repeats: int = 3) -> float:
-    """Best of ``repeats`` timings of ``step`` in seconds, after one warm-up call."""
-    step()
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def _reference_module():
-    """The reference package, or None when it is not installed."""
-    try:
-        logging.getLogger("scrapl").setLevel(logging.WARNING)
-        import scrapl  # noqa: F401
-
-        return scrapl
-    except Exception:  # pragma: no cover - depends on the environment
-        return None
-
-
-class _Toy(nn.Module):
-    """The reference README's toy autoencoder shape: Linear(n, h) -> PReLU -> Linear(h, n) -> Tanh."""
-
-    def __init__(self, n: int, hidden: int):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(n, hidden), nn.PReLU(), nn.Linear(hidden, n), nn.Tanh())
-
-    def forward(self, x):
-        return self.net(x)
 
 
 def pathwise_overhead(n: int, batch: int, dev: torch.device, idxs: List[int], repeats: int, seed: int):
@@ -158,7 +35,7 @@ def pathwise_overhead(n: int, batch: int, dev: torch.device, idxs: List[int], re
     steps = {}
     for on in (False, True):
         torch.manual_seed(seed)
-        model = _Toy(n, 9).to(dev)
+        model = Toy(n, 9).to(dev)
         loss = SCRAPLLoss(n, **PAPER_CONFIG, use_p_adam=on, use_p_saga=on, grad_mult=1e8 if on else 1.0,
                           cache_target=False)
         loss.attach_params(model.parameters())
@@ -177,99 +54,6 @@ def pathwise_overhead(n: int, batch: int, dev: torch.device, idxs: List[int], re
             times[on].append(time_step(lambda: steps[on](idx), dev, repeats))
     n_weights = sum(p.numel() for p in model.parameters())
     return 1000 * statistics.median(times[False]), 1000 * statistics.median(times[True]), n_weights
-
-
-def attached_memory(n: int = 48000, hidden: int = 8, steps: int = 3, reference: bool = False,
-                    device: str = "cpu") -> Tuple[int, float, float]:
-    """Peak memory (MB) of attaching the reference README's toy model (816,009 weights) and taking a few steps.
-
-    Measured in a fresh process: memory freed earlier in this one would be
-    reused without showing in its resident size.
-    """
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_attached_memory, (n, hidden, steps, reference, device))
-
-
-def _attached_memory(n: int, hidden: int, steps: int, reference: bool, device: str) -> Tuple[int, float, float]:
-    logging.disable(logging.INFO)
-    allocator.tune_malloc_if_requested()
-    dev = torch.device(device)
-    memory = PeakMemory(dev)
-    torch.manual_seed(0)
-    x = torch.randn(4, 1, n, device=dev)
-    y = torch.randn(4, 1, n, device=dev)
-    with memory.measure():
-        model = _Toy(n, hidden).to(dev)
-        if reference:
-            loss = _reference_module().SCRAPLLoss(shape=n, **PAPER_CONFIG).to(dev)
-        else:
-            loss = SCRAPLLoss(n, **PAPER_CONFIG)
-        loss.attach_params(model.parameters())
-        opt = torch.optim.SGD(model.parameters(), lr=1e-4)
-        for _ in range(steps):
-            opt.zero_grad()
-            loss(model(x), y).backward()
-            opt.step()
-    if reference:
-        state = sum(t.numel() * t.element_size() for name in ("p_adam_m", "p_adam_v", "prev_path_grads")
-                    for t in getattr(loss, name).values())
-    else:
-        state = loss.pathwise_state_bytes()
-    return sum(p.numel() for p in model.parameters()), memory.peak_bytes / 2**20, state / 2**20
-
-
-def fresh_peak(kind: str, n: int, batch: int, device: str, idxs: Sequence[int] = (0,), seed: int = 0) -> float:
-    """Peak memory (MB) of loss steps measured in a fresh process.
-
-    In a process that already ran these steps, freed buffers are reused and
-    its resident size no longer grows, so peaks are taken where nothing ran
-    before. ``kind``: "mss", "scrapl" (the steps of paths ``idxs``), "jtfs"
-    (ours, full tree) or "reference_jtfs".
-    """
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_fresh_peak, (kind, n, batch, device, list(idxs), seed))
-
-
-def _fresh_peak(kind: str, n: int, batch: int, device: str, idxs: List[int], seed: int) -> float:
-    logging.disable(logging.INFO)
-    allocator.tune_malloc_if_requested()
-    dev = torch.device(device)
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, 1, n, generator=gen).to(dev).requires_grad_()
-    y = torch.randn(batch, 1, n, generator=gen).to(dev)
-    if kind == "mss":
-        from .losses import build_loss
-
-        loss, steps = build_loss("mss").to(dev), [lambda: loss(x, y)]
-    elif kind == "scrapl":
-        loss = SCRAPLLoss(n, **PAPER_CONFIG, use_p_adam=False, use_p_saga=False, grad_mult=1.0, cache_target=False)
-        steps = [lambda i=i: loss(x, y, path_idx=i) for i in idxs]
-    elif kind == "jtfs":
-        loss, steps = JTFSLoss(n, **PAPER_CONFIG).to(dev), [lambda: loss(x, y)]
-    elif kind == "reference_jtfs":
-        _reference_module()
-        from kymatio.scattering1d.frontend.torch_frontend import TimeFrequencyScatteringTorch
-
-        jtfs = TimeFrequencyScatteringTorch(shape=(n,), J=12, Q=(8, 2), J_fr=3, Q_fr=2, format="joint").to(dev)
-
-        def reference_step():
-            with torch.no_grad():
-                S_target = jtfs(y)
-            return path_distance(jtfs(x), S_target).mean()
-
-        steps = [reference_step]
-    else:
-        raise ValueError(f"unknown kind {kind!r}")
-    memory = PeakMemory(dev)
-    with memory.measure():
-        for step in steps:
-            x.grad = None
-            step().backward()
-    return memory.peak_bytes / 2**20
 
 
 @dataclass
@@ -314,7 +98,7 @@ def run(batch: int = 4, n: int = 32768, device: str = "cpu", path_stride: int = 
     result = BenchResult(machine_description(dev) + f"; batch {batch}, N={n}, J=12, Q1=8, Q2=2, J_fr=3, Q_fr=2")
     setup = _Setup(x, y, dev, batch, n, repeats, result)
     _mss_row(setup)
-    scrapl = _reference_module() if reference else None
+    scrapl = reference_module() if reference else None
     idxs = _single_path_rows(setup, scrapl, path_stride)
     off_ms, on_ms, n_weights = pathwise_overhead(n, batch, dev, idxs, repeats, seed)
     result.rows.append(Row("ours: model step, P-Adam/P-SAGA off", off_ms, None,
@@ -394,9 +178,9 @@ def _reference_full_tree_row(setup: _Setup, full_ms: float) -> None:
 
     start = time.perf_counter()
     setup.step(ref_full)
-    _sync(setup.dev)
+    sync(setup.dev)
     ref_full_ms = 1000 * (time.perf_counter() - start)
-    del ref_jtfs
+    ref_jtfs = None  # freed before the peak is taken in a fresh process
     ref_peak = fresh_peak("reference_jtfs", setup.n, setup.batch, str(setup.dev))
     setup.result.rows.append(Row("reference: full JTFS (kymatio joint)", ref_full_ms, ref_peak,
                                  f"ours is {ref_full_ms / full_ms:.1f}x faster"))
@@ -411,3 +195,4 @@ def _memory_rows(result: BenchResult, device: str, reference: bool) -> None:
         _, ref_mb, ref_state = attached_memory(device=device, reference=True)
         result.rows.append(Row("reference: attach toy model + 3 steps", float("nan"), ref_mb,
                                f"P-Adam/P-SAGA state {ref_state:.0f} MB (every path, at attach)"))
+
