@@ -209,7 +209,7 @@ def tbptt_memory_pass(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: L
 
     The pass of :func:`tbptt_optimize` with a single sequence covering the
     signal and no parameter update, for memory measurements
-    (:mod:`scrapl_graph.bench_memory`).
+    (:mod:`scrapl_graph.train.memory`).
     """
     inputs, target = _check_signals(synth, inputs, target)
     renderer = ChunkedRenderer(synth)
