@@ -101,7 +101,7 @@ def test_phaser_matches_a_sample_loop():
     params = _params(effect, 1, seed=3)
     x = torch.randn(1, 1, 200, dtype=torch.float64)
     y = effect(x, **{k: v.double() for k, v in params.items()})
-    p = {k: v.double()[:, None] for k, v in effect.physical(**params).items()}
+    p = {k: v[:, None] for k, v in effect.physical(**{k: v.double() for k, v in params.items()}).items()}
     m, _ = effect.lfo.run(p["lfo_phase"], p["lfo_rate"], p["lfo_depth"], 200, SR, hop=8)
     a = allpass_coefficient(p["center"] * 2.0 ** (effect.sweep_octaves * m), SR)[0, 0].repeat_interleave(8)
     wet = _naive_phaser(x[0, 0].tolist(), a.tolist(), float(p["feedback"]), 3)
