@@ -8,7 +8,8 @@ from torch import nn
 
 from ..graph import GraphSynth
 from ..io import build_object
-from ..processors import ChirpletSynth, DrumSynth, GranularChirpSynth, TimeShift
+from ..processors import (Biquad, ChirpletSynth, DrumSynth, EnvelopeCompressor, GranularChirpSynth, ModulatedDelay,
+                          OnePoleLowpass, Phaser, TimeShift, Tremolo)
 from .checks import _check_mapping, _check_name, _prefixed
 from .topology import IN, MIX, OUT, _chain_topology, _explicit_topology, _make_grafx
 
@@ -22,6 +23,12 @@ PROCESSOR_ALIASES: Dict[str, type] = {
     "DrumSynth": DrumSynth,
     "GranularChirpSynth": GranularChirpSynth,
     "TimeShift": TimeShift,
+    "Tremolo": Tremolo,
+    "Phaser": Phaser,
+    "ModulatedDelay": ModulatedDelay,
+    "OnePoleLowpass": OnePoleLowpass,
+    "Biquad": Biquad,
+    "EnvelopeCompressor": EnvelopeCompressor,
 }
 
 #: Keys of a graph config.

@@ -19,15 +19,21 @@ example. This package maps one to the other:
   GRAFX's rendering order.
 - :func:`resolve_columns` (:mod:`.columns`) selects theta columns by index,
   mask or layout label.
+- :class:`ChunkedRenderer` (:mod:`.chunked`) renders a long input through
+  a graph of causal effects in consecutive chunks, carrying their states.
 - :func:`make_predictor_head` (:mod:`.heads`) sizes a predictor's output
   layer from a layout.
 """
+from .chunked import MEMORYLESS_GRAFX, ChunkedRenderer, chunk_alignment
 from .columns import resolve_columns
 from .heads import make_predictor_head
 from .layout import ThetaEntry, ThetaLayout
 from .synth import UTILITY_TYPES, GraphSynth, render_theta
 
 __all__ = [
+    "MEMORYLESS_GRAFX",
+    "ChunkedRenderer",
+    "chunk_alignment",
     "UTILITY_TYPES",
     "GraphSynth",
     "ThetaEntry",

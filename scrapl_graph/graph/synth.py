@@ -200,20 +200,46 @@ class GraphSynth(nn.Module):
             TypeError / ValueError: for mis-typed or mis-shaped theta or inputs.
         """
         theta = self.layout._check_theta(theta)
-        batch, device = theta.shape[0], theta.device
-        shape = (batch, self.num_inputs, self.num_channels, self.num_samples)
+        shape = (theta.shape[0], self.num_inputs, self.num_channels, self.num_samples)
         if input_signals is None:
-            input_signals = theta.new_zeros(shape)
-        else:
-            if not torch.is_tensor(input_signals) or not input_signals.is_floating_point():
-                raise TypeError("input_signals must be a floating-point torch.Tensor")
-            if input_signals.ndim == 3 and self.num_inputs == 1:
-                input_signals = input_signals[:, None]
-            if tuple(input_signals.shape) != shape:
-                raise ValueError(f"input_signals must have shape {shape}, got {tuple(input_signals.shape)}")
+            return self.render(theta, theta.new_zeros(shape))
+        if not torch.is_tensor(input_signals) or not input_signals.is_floating_point():
+            raise TypeError("input_signals must be a floating-point torch.Tensor")
+        if input_signals.ndim == 3 and self.num_inputs == 1:
+            input_signals = input_signals[:, None]
+        if tuple(input_signals.shape) != shape:
+            raise ValueError(f"input_signals must have shape {shape}, got {tuple(input_signals.shape)}")
+        return self.render(theta, input_signals)
+
+    def render(self, theta: Tensor, input_signals: Tensor) -> Tensor:
+        """Render a batch of thetas on inputs of any length (chunked rendering uses this).
+
+        The processors must accept that length: the synths of this package
+        have a fixed one (their ``num_samples``), the effects do not.
+
+        Args:
+            theta: ``(B, n_theta)`` unconstrained parameters.
+            input_signals: ``(B, n_in, C, T)`` (or ``(B, C, T)`` when ``n_in == 1``) for any ``T >= 1``.
+
+        Returns:
+            Tensor ``(B, C, T)``.
+
+        Raises:
+            TypeError / ValueError: for mis-typed or mis-shaped theta or inputs.
+        """
+        theta = self.layout._check_theta(theta)
+        batch, device = theta.shape[0], theta.device
+        if not torch.is_tensor(input_signals) or not input_signals.is_floating_point():
+            raise TypeError("input_signals must be a floating-point torch.Tensor")
+        if input_signals.ndim == 3 and self.num_inputs == 1:
+            input_signals = input_signals[:, None]
+        if input_signals.ndim != 4 or tuple(input_signals.shape[:3]) != (batch, self.num_inputs, self.num_channels):
+            raise ValueError(f"input_signals must have shape ({batch}, {self.num_inputs}, {self.num_channels}, T), "
+                             f"got {tuple(input_signals.shape)}")
+        length = input_signals.shape[-1]
         plan = self._plan(batch, device)
         params = {t: self._permute(p, plan.param_rows[t]) for t, p in self.layout.to_dicts(theta).items()}
-        sources = input_signals.reshape(-1, self.num_channels, self.num_samples).index_select(0, plan.input_rows)
+        sources = input_signals.reshape(-1, self.num_channels, length).index_select(0, plan.input_rows)
         output, _, _ = render_grafx(self.processors, sources, params, plan.render_data)
         return output.index_select(0, plan.output_rows)
 

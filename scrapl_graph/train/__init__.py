@@ -7,6 +7,8 @@ registry name, a ``{"class_path", "init_args"}`` config or a module):
   optimizer, hooks, seeding) and the gradient step;
 - :mod:`.optimize`: :func:`optimize_graph` fits the flat parameter vector
   theta of a :class:`~scrapl_graph.graph.GraphSynth` to one target recording;
+- :mod:`.tbptt`: :func:`tbptt_optimize` fits a graph of stateful effects to
+  long recordings with truncated backpropagation through time;
 - :mod:`.metrics`: the paper's parameter error.
 
 Training an encoder that predicts theta from audio (``audio -> encoder ->
@@ -17,10 +19,15 @@ memory, ``scrapl-graph fit --config FILE`` for configs.
 from ..graph.columns import resolve_columns
 from .metrics import normalized_param_error
 from .optimize import OptimizeResult, optimize_graph
+from .tbptt import TBPTTResult, sliding_windows, tbptt_memory_pass, tbptt_optimize
 
 __all__ = [
     "OptimizeResult",
+    "TBPTTResult",
     "normalized_param_error",
     "optimize_graph",
     "resolve_columns",
+    "sliding_windows",
+    "tbptt_memory_pass",
+    "tbptt_optimize",
 ]
