@@ -257,3 +257,18 @@ def test_optimize_graph_with_a_sum_uses_the_scrapl_optimizer_and_repeats_with_a_
     hooks, loss = _optimize(seed=3, optimizer="sgd")  # the hook form: attached for the run, detached after it
     assert hooks.optimizer_name == "SGD" and math.isfinite(hooks.history["loss"][-1])
     assert loss.scrapl_term.attached_params == [] and not loss.side_gradients.bound
+
+
+def test_a_sum_whose_scrapl_term_uses_adam_is_a_plain_sum():
+    scrapl = SCRAPLLoss(N, **SMALL, use_p_adam=False, use_p_saga=False, optimizer="adam")
+    loss = LossSum({"scrapl": scrapl, "mse": nn.MSELoss()}, weights={"mse": 0.5})
+    model = Toy()
+    opt = loss.make_optimizer(model.parameters(), lr=0.01)
+    assert type(opt) is torch.optim.Adam
+    y = target_audio()
+    loss(model(), y).backward()  # the whole sum's gradient, nothing stashed aside
+    path = scrapl.curr_path_idx
+    expected = torch.autograd.grad(scrapl(model(), y, path_idx=path) + 0.5 * nn.functional.mse_loss(model(), y),
+                                   list(model.parameters()))
+    for p, g in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, g)

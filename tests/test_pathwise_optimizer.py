@@ -114,3 +114,34 @@ def test_optimizer_needs_a_scrapl_loss_and_valid_settings():
         PathwiseAdamSAGA(params, lr=0.0, loss=loss)
     with pytest.raises(ValueError, match="weight_decay"):
         PathwiseAdamSAGA(params, lr=0.1, weight_decay=-1.0, loss=loss)
+
+
+# ---------------------------------------------------------------- optimizer="adam"
+def test_adam_option_makes_one_adam_for_all_paths():
+    torch.manual_seed(0)
+    loss = SCRAPLLoss(N, **SMALL, use_p_adam=False, use_p_saga=False, paths_per_step=2, optimizer="adam")
+    model, reference = Toy(), Toy()
+    reference.load_state_dict(model.state_dict())
+    opt = loss.make_optimizer(model.parameters(), lr=0.01, weight_decay=0.1)
+    assert type(opt) is torch.optim.Adam
+    ref_opt = torch.optim.Adam(reference.parameters(), lr=0.01, weight_decay=0.1)
+    y = target_audio()
+    for step in range(3):  # the same draws for both: the loss is evaluated on both models with one path list
+        opt.zero_grad()
+        ref_opt.zero_grad()
+        loss(model(), y).backward()
+        loss(reference(), y, path_idx=loss.curr_path_idxs).backward()
+        opt.step()
+        ref_opt.step()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(optimizer="adam"), "use_p_adam=False and use_p_saga=False"),
+    (dict(optimizer="adam", use_p_adam=False), "use_p_adam=False and use_p_saga=False"),
+    (dict(optimizer="sgd"), "optimizer must be one of"),
+])
+def test_adam_option_refuses_per_path_state(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SCRAPLLoss(N, **SMALL, **kwargs)

@@ -66,6 +66,15 @@ class DrumDecayConfig:
         return round(self.max_shift_s * self.sample_rate)
 
 
+#: The recommended SCRAPL options for drums: half the draws on the first-order paths (loudness and
+#: spectral envelope over time), four paths per step sharing one scalogram, and one Adam state for all
+#: paths. P-Adam and P-SAGA keep state per path, which needs many visits per path; a drum match of a
+#: few hundred steps draws most paths once or twice, and a path's first P-Adam step moves every
+#: parameter by the full learning rate in the direction of that path's gradient sign, however little
+#: the path says about the parameter.
+DRUM_SCRAPL = dict(first_order_share=0.5, paths_per_step=4, use_p_adam=False, use_p_saga=False, optimizer="adam")
+
+
 def _scrapl(cfg: DrumDecayConfig, n_theta: int, **options) -> SCRAPLLoss:
     return SCRAPLLoss(shape=cfg.num_samples, **cfg.jtfs, use_rho_log1p=True, n_theta=n_theta, **options)
 
@@ -101,6 +110,12 @@ def _decay_weights(n_theta: int) -> List[float]:
 LOSSES["scrapl_first_order_theta_is"] = lambda cfg, n: _scrapl(cfg, n, first_order_share="uniform")
 LOSSES["scrapl_first_order_theta_is_decay"] = lambda cfg, n: _scrapl(cfg, n, first_order_share="uniform",
                                                                      theta_weights=_decay_weights(n))
+# One Adam state for all paths instead of P-Adam/P-SAGA's per-path state (see DRUM_SCRAPL).
+LOSSES["scrapl_adam"] = lambda cfg, n: _scrapl(cfg, n, use_p_adam=False, use_p_saga=False, optimizer="adam")
+LOSSES["scrapl_first_order_half_adam"] = lambda cfg, n: _scrapl(cfg, n, first_order_share=0.5, use_p_adam=False,
+                                                                use_p_saga=False, optimizer="adam")
+LOSSES["scrapl_drums"] = lambda cfg, n: _scrapl(cfg, n, **DRUM_SCRAPL)
+
 #: Losses whose path probabilities come from a theta-IS warmup at the presets (aligned targets of the seed).
 THETA_IS_LOSSES = ("scrapl_first_order_theta_is", "scrapl_first_order_theta_is_decay")
 
@@ -291,27 +306,52 @@ def summarize(rows: Sequence[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def _load_rows(path: str) -> List[Dict[str, object]]:
+    """The rows of an earlier ``results.csv`` (numbers as floats, ids as ints), or none."""
+    import csv
+    import os
+
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key, value in row.items():
+            if key in ("seed", "target"):
+                row[key] = int(value)
+            elif key not in ("loss", "setting", "preset") and value != "":
+                row[key] = float(value)
+    return rows
+
+
 def run(cfg: DrumDecayConfig, losses: Sequence[str], settings: Sequence[str], seeds: Sequence[int], out: str,
         seeds_by_loss: Optional[Dict[str, Sequence[int]]] = None, diagnose: bool = True) -> str:
     """Every (setting, loss, seed) match, written to ``out`` as ``results.csv`` and ``results.md`` (returned).
 
     ``seeds_by_loss`` gives some losses fewer seeds (the full-tree JTFS costs
-    about as much per step as SCRAPL's whole path set). With ``diagnose`` the
-    per-path gradient summary of :func:`path_gradients` (seed 0) heads the report.
+    about as much per step as SCRAPL's whole path set). Matches already in
+    ``out/results.csv`` are kept and not run again, so an interrupted run
+    resumes and later runs add losses to the table (use another ``out`` for
+    other settings). With ``diagnose`` the per-path gradient summary of
+    :func:`path_gradients` (seed 0) heads the report.
     """
     import csv
     import os
 
     os.makedirs(out, exist_ok=True)
-    rows: List[Dict[str, object]] = []
+    csv_path = os.path.join(out, "results.csv")
+    rows = _load_rows(csv_path)
+    done = {(r["setting"], r["loss"], r["seed"]) for r in rows}
     for setting in settings:
         for loss_name in losses:
             for seed in (seeds_by_loss or {}).get(loss_name, seeds):
+                if (setting, loss_name, seed) in done:
+                    continue
                 log.info("drum decay: %s, %s, seed %d", setting, loss_name, seed)
-                warmup_dir = os.path.join(out, f"theta_is_seed_{seed}")
-                rows.extend(match(cfg, loss_name, setting, seed, warmup_dir))
-                with open(os.path.join(out, "results.csv"), "w", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                rows.extend(match(cfg, loss_name, setting, seed, os.path.join(out, f"theta_is_seed_{seed}")))
+                fields = list(dict.fromkeys(key for row in rows for key in row))
+                with open(csv_path, "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=fields, restval="")
                     writer.writeheader()
                     writer.writerows(rows)
     report = summarize(rows)

@@ -180,12 +180,15 @@ class LossSum(nn.Module):
 
     # ------------------------------------------- what training code asks of SCRAPL
     @_scrapl_only
-    def make_optimizer(self, params: Iterable, lr: float, weight_decay: float = 0.0) -> PathwiseAdamSAGA:
+    def make_optimizer(self, params: Iterable, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
         """P-Adam / P-SAGA in optimizer form for ``params``, driven by the SCRAPL term's path,
         with the other terms' gradient added after the transform.
 
-        The parameters are bound to this sum; a later call rebinds them.
+        The parameters are bound to this sum; a later call rebinds them. A SCRAPL term with
+        ``optimizer="adam"`` has no path-wise transform: its Adam sees the whole sum's gradient.
         """
+        if self.scrapl_term.optimizer == "adam":
+            return self.scrapl_term.make_optimizer(params, lr, weight_decay)
         optimizer = PathwiseAdamSAGA(params, lr=lr, weight_decay=weight_decay, loss=self.scrapl_term,
                                      side_gradients=self.side_gradients)
         self.side_gradients.bind_optimizer(p for group in optimizer.param_groups for p in group["params"])

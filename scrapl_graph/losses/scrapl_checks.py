@@ -4,8 +4,12 @@ from __future__ import annotations
 import numbers
 
 
+#: The optimizers a SCRAPL loss can make for a run (:meth:`~scrapl_graph.SCRAPLLoss.make_optimizer`).
+OWN_OPTIMIZERS = ("pathwise", "adam")
+
+
 def check_config(use_p_adam, use_rho_log1p, grad_mult, n_theta, min_prob_frac, paths_per_step, use_p_saga, p,
-                 betas) -> None:
+                 betas, optimizer="pathwise") -> None:
     """Refuse argument combinations of :class:`~scrapl_graph.SCRAPLLoss` that cannot work.
 
     Raises:
@@ -25,6 +29,11 @@ def check_config(use_p_adam, use_rho_log1p, grad_mult, n_theta, min_prob_frac, p
                          "per-path state: set use_p_adam=False and use_p_saga=False")
     if p <= 0:
         raise ValueError(f"p must be positive, got {p}")
+    if optimizer not in OWN_OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OWN_OPTIMIZERS}, got {optimizer!r}")
+    if optimizer == "adam" and (use_p_adam or use_p_saga):
+        raise ValueError("optimizer='adam' keeps one Adam state for all paths: set use_p_adam=False and "
+                         "use_p_saga=False (P-Adam and P-SAGA need optimizer='pathwise')")
     for name, beta in zip(("p_adam_b1", "p_adam_b2"), betas):
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {beta}")

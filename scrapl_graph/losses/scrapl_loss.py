@@ -62,10 +62,8 @@ class SCRAPLLoss(nn.Module):
     Dtype and device: see :mod:`scrapl_graph.losses.transforms` (built in the
     default dtype, follows the input's floating dtype, computes on its own device).
 
-    The constructor arguments and defaults are the reference package's; the
-    extras are ``first_order_share``, ``theta_weights``, ``paths_per_step``,
-    ``cache_target`` and ``check_values``, and ``shape`` may be None (any
-    length; a JTFS is built per length and dtype).
+    Arguments and defaults are the reference package's, plus the extras from
+    ``paths_per_step`` on; ``shape`` may be None (any length).
 
     Args:
         shape: signal length, or None for any length.
@@ -91,6 +89,8 @@ class SCRAPLLoss(nn.Module):
         theta_weights: ``w_u >= 0`` per theta coordinate (``n_theta`` of them, sum > 0):
             eq. 10 becomes ``sum_u w_u pi_u / sum_u w_u`` (None: equal weights, the mean),
             to direct theta-IS toward a group of parameters.
+        optimizer: what :meth:`make_optimizer` (a run's default) makes: ``"pathwise"``
+            (P-Adam/P-SAGA, Algorithm 1) or ``"adam"`` (one Adam state for all paths; needs both off).
         cache_target: reuse a target's path coefficients while the same target
             tensor (same object, unmodified) is passed again.
         check_values: the NaN/Inf check of inputs (None: on CPU only; see
@@ -113,10 +113,12 @@ class SCRAPLLoss(nn.Module):
                  n_theta: int = 1, min_prob_frac: float = 0.0, probs_path: Optional[str] = None,
                  eps: float = 1e-12, p_adam_b1: float = 0.9, p_adam_b2: float = 0.999, p_adam_eps: float = 1e-8,
                  paths_per_step: int = 1, cache_target: bool = True, check_values: Optional[bool] = None,
-                 first_order_share: Union[None, float, str] = None, theta_weights: Optional[Sequence[float]] = None):
+                 first_order_share: Union[None, float, str] = None, theta_weights: Optional[Sequence[float]] = None,
+                 optimizer: str = "pathwise"):
         super().__init__()
         check_config(use_p_adam, use_rho_log1p, grad_mult, n_theta, min_prob_frac, paths_per_step, use_p_saga,
-                     p, (p_adam_b1, p_adam_b2))
+                     p, (p_adam_b1, p_adam_b2), optimizer)
+        self.optimizer = optimizer
         self.jtfs_config = dict(J=J, Q1=Q1, Q2=Q2, J_fr=J_fr, Q_fr=Q_fr, T=T, F=F)
         self.shape, self.p = shape, p
         self.use_rho_log1p, self.log1p_eps, self.grad_mult = use_rho_log1p, log1p_eps, grad_mult
@@ -265,12 +267,11 @@ class SCRAPLLoss(nn.Module):
         return loss
 
     # ------------------------------------------------------ P-Adam / P-SAGA
-    def make_optimizer(self, params: Iterable, lr: float, weight_decay: float = 0.0) -> PathwiseAdamSAGA:
-        """The optimizer form of P-Adam / P-SAGA for ``params``: SGD on transformed gradients.
-
-        Training loops use it as this loss's default optimizer; see
-        :class:`~scrapl_graph.scrapl.PathwiseAdamSAGA`.
-        """
+    def make_optimizer(self, params: Iterable, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+        """This loss's optimizer for ``params``, the default of training loops: the optimizer form of
+        P-Adam / P-SAGA (:class:`~scrapl_graph.scrapl.PathwiseAdamSAGA`), or Adam with ``optimizer="adam"``."""
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
         return PathwiseAdamSAGA(params, lr=lr, weight_decay=weight_decay, loss=self)
 
     def attach_params(self, params: Iterable[Tensor]) -> None:
