@@ -18,7 +18,8 @@ TINY = ["--data.init_args.grid_size=5", "--data.init_args.n_seeds=1", "--data.in
         "--trainer.limit_test_batches=1", "--trainer.enable_progress_bar=false"]
 
 
-@pytest.mark.parametrize("task", ["granular_cpu", pytest.param("chirplet_cpu", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("task", ["granular_cpu", pytest.param("chirplet_cpu", marks=pytest.mark.slow),
+                                  pytest.param("granular_cpu_2s", marks=pytest.mark.slow)])
 def test_fit_then_test_from_a_shipped_config(tmp_path, task):
     common = ["--config", str(CONFIGS / f"{task}.yaml"), "--config", str(CONFIGS / "variants" / "mss_log_linear.yaml"),
               f"--trainer.logger.init_args.save_dir={tmp_path}", *TINY]
