@@ -14,8 +14,10 @@ rest, and the frame-loudness error of the result in dB over the transient
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import logging
+import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -23,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..graph import GraphSynth
-from ..losses import JTFSLoss, SCRAPLLoss, build_loss
+from ..losses import JTFSLoss, LossSum, SCRAPLLoss, build_loss
 from ..processors import DrumSynth, OnsetShift
 from ..train import normalized_param_error, optimize_graph
 from ..train.loudness import frame_loudness_error
@@ -80,23 +82,7 @@ def _scrapl(cfg: DrumDecayConfig, n_theta: int, **options) -> SCRAPLLoss:
 
 
 def _sum(cfg: DrumDecayConfig, scrapl: nn.Module) -> nn.Module:
-    from ..losses import LossSum
-
     return LossSum({"scrapl": scrapl, "mss": build_loss("mss")}, weights={"scrapl": 1.0, "mss": cfg.mss_weight})
-
-
-#: The losses compared, by name: a builder of (config, n_theta).
-LOSSES: Dict[str, Callable[[DrumDecayConfig, int], nn.Module]] = {
-    "scrapl": lambda cfg, n: _scrapl(cfg, n),
-    "scrapl_first_order": lambda cfg, n: _scrapl(cfg, n, first_order_share="uniform"),
-    "scrapl_first_order_half": lambda cfg, n: _scrapl(cfg, n, first_order_share=0.5),
-    "scrapl_mss": lambda cfg, n: _sum(cfg, _scrapl(cfg, n)),
-    "scrapl_first_order_mss": lambda cfg, n: _sum(cfg, _scrapl(cfg, n, first_order_share="uniform")),
-    "mss": lambda cfg, n: build_loss("mss"),
-    "jtfs": lambda cfg, n: JTFSLoss(shape=cfg.num_samples, **cfg.jtfs, use_rho_log1p=True),
-    "jtfs_first_order": lambda cfg, n: JTFSLoss(shape=cfg.num_samples, **cfg.jtfs, use_rho_log1p=True,
-                                                first_order=True),
-}
 
 
 def _decay_weights(n_theta: int) -> List[float]:
@@ -107,14 +93,26 @@ def _decay_weights(n_theta: int) -> List[float]:
     return [1.0 if name in DECAY_LEVEL else 0.25 for name in names]
 
 
-LOSSES["scrapl_first_order_theta_is"] = lambda cfg, n: _scrapl(cfg, n, first_order_share="uniform")
-LOSSES["scrapl_first_order_theta_is_decay"] = lambda cfg, n: _scrapl(cfg, n, first_order_share="uniform",
-                                                                     theta_weights=_decay_weights(n))
-# One Adam state for all paths instead of P-Adam/P-SAGA's per-path state (see DRUM_SCRAPL).
-LOSSES["scrapl_adam"] = lambda cfg, n: _scrapl(cfg, n, use_p_adam=False, use_p_saga=False, optimizer="adam")
-LOSSES["scrapl_first_order_half_adam"] = lambda cfg, n: _scrapl(cfg, n, first_order_share=0.5, use_p_adam=False,
-                                                                use_p_saga=False, optimizer="adam")
-LOSSES["scrapl_drums"] = lambda cfg, n: _scrapl(cfg, n, **DRUM_SCRAPL)
+#: The losses compared, by name: a builder of (config, n_theta). ``_adam`` keeps one Adam state for all
+#: paths instead of P-Adam/P-SAGA's per-path state (see :data:`DRUM_SCRAPL`).
+LOSSES: Dict[str, Callable[[DrumDecayConfig, int], nn.Module]] = {
+    "scrapl": lambda cfg, n: _scrapl(cfg, n),
+    "scrapl_first_order": lambda cfg, n: _scrapl(cfg, n, first_order_share="uniform"),
+    "scrapl_first_order_half": lambda cfg, n: _scrapl(cfg, n, first_order_share=0.5),
+    "scrapl_mss": lambda cfg, n: _sum(cfg, _scrapl(cfg, n)),
+    "scrapl_first_order_mss": lambda cfg, n: _sum(cfg, _scrapl(cfg, n, first_order_share="uniform")),
+    "mss": lambda cfg, n: build_loss("mss"),
+    "jtfs": lambda cfg, n: JTFSLoss(shape=cfg.num_samples, **cfg.jtfs, use_rho_log1p=True),
+    "jtfs_first_order": lambda cfg, n: JTFSLoss(shape=cfg.num_samples, **cfg.jtfs, use_rho_log1p=True,
+                                                first_order=True),
+    "scrapl_first_order_theta_is": lambda cfg, n: _scrapl(cfg, n, first_order_share="uniform"),
+    "scrapl_first_order_theta_is_decay": lambda cfg, n: _scrapl(cfg, n, first_order_share="uniform",
+                                                                theta_weights=_decay_weights(n)),
+    "scrapl_adam": lambda cfg, n: _scrapl(cfg, n, use_p_adam=False, use_p_saga=False, optimizer="adam"),
+    "scrapl_first_order_half_adam": lambda cfg, n: _scrapl(cfg, n, first_order_share=0.5, use_p_adam=False,
+                                                           use_p_saga=False, optimizer="adam"),
+    "scrapl_drums": lambda cfg, n: _scrapl(cfg, n, **DRUM_SCRAPL),
+}
 
 #: Losses whose path probabilities come from a theta-IS warmup at the presets (aligned targets of the seed).
 THETA_IS_LOSSES = ("scrapl_first_order_theta_is", "scrapl_first_order_theta_is_decay")
@@ -157,16 +155,29 @@ def make_targets(synth: GraphSynth, cfg: DrumDecayConfig, seed: int):
     return theta_init, theta_target
 
 
+def seed_problem(cfg: DrumDecayConfig, setting: str, seed: int):
+    """(synth to fit, theta_init, theta_target, target audio) of ``seed`` in ``setting``.
+
+    Aligned: the fitted synth is deterministic and renders the target itself
+    (the same noise at every call). Meso: the target comes from a synth with
+    draws of its own, and the fitted synth draws new noise and shifts at every call.
+    """
+    meso = setting == "meso"
+    synth = drum_synth(cfg, meso, seed)
+    target_synth = drum_synth(cfg, True, seed + 10_000) if meso else synth
+    theta_init, theta_target = make_targets(synth, cfg, seed)
+    with torch.no_grad():
+        target = target_synth(theta_target)
+    return synth, theta_init, theta_target, target
+
+
 def theta_is_warmup(loss: SCRAPLLoss, cfg: DrumDecayConfig, seed: int, warmup_dir: Optional[str] = None) -> None:
     """theta-IS probabilities for ``loss`` from the curvature at the presets, on the aligned targets of ``seed``.
 
     The warmup's values are kept in ``warmup_dir`` (when given): runs of the
     same seed and path set reuse them, whatever their ``theta_weights``.
     """
-    synth = drum_synth(cfg, False, seed)  # deterministic, as the warmup requires
-    theta_init, theta_target = make_targets(synth, cfg, seed)
-    with torch.no_grad():
-        target = synth(theta_target)
+    synth, theta_init, _, target = seed_problem(cfg, "aligned", seed)  # deterministic, as the warmup requires
     theta = nn.Parameter(theta_init.clone())
     loss.warmup_lc_hvp(lambda x: theta, synth, {"x": target}, [theta], save_dir=warmup_dir,
                        n_iter=cfg.theta_is_iter, progress=False)
@@ -183,14 +194,8 @@ def match(cfg: DrumDecayConfig, loss_name: str, setting: str, seed: int,
         raise ValueError(f"unknown loss {loss_name!r}; choose from {sorted(LOSSES)}")
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; choose from {SETTINGS}")
-    meso = setting == "meso"
     torch.manual_seed(seed)
-    fit_synth = drum_synth(cfg, meso, seed)
-    # Aligned: the same seed renders the same noise; meso: the target's draws are its own.
-    target_synth = drum_synth(cfg, meso, seed if not meso else seed + 10_000)
-    theta_init, theta_target = make_targets(fit_synth, cfg, seed)
-    with torch.no_grad():
-        target = target_synth(theta_target)
+    fit_synth, theta_init, theta_target, target = seed_problem(cfg, setting, seed)
     loss = LOSSES[loss_name](cfg, fit_synth.n_theta)
     start = time.perf_counter()
     if loss_name in THETA_IS_LOSSES:
@@ -231,10 +236,7 @@ def path_gradients(cfg: DrumDecayConfig, seed: int = 0) -> Dict[str, Tensor]:
     normalises each path's gradient, so the cosine says what a path's steps
     do, the norm how the full-tree loss weighs them.
     """
-    synth = drum_synth(cfg, False, seed)
-    theta_init, theta_target = make_targets(synth, cfg, seed)
-    with torch.no_grad():
-        target = synth(theta_target)
+    synth, theta_init, theta_target, target = seed_problem(cfg, "aligned", seed)
     loss = _scrapl(cfg, synth.n_theta, first_order_share="uniform").eval()
     cols = decay_level_columns(synth)
     rest = [i for i in range(synth.n_theta) if i not in cols]
@@ -308,9 +310,6 @@ def summarize(rows: Sequence[Dict[str, object]]) -> str:
 
 def _load_rows(path: str) -> List[Dict[str, object]]:
     """The rows of an earlier ``results.csv`` (numbers as floats, ids as ints), or none."""
-    import csv
-    import os
-
     if not os.path.exists(path):
         return []
     with open(path, newline="") as f:
@@ -335,9 +334,6 @@ def run(cfg: DrumDecayConfig, losses: Sequence[str], settings: Sequence[str], se
     other settings). With ``diagnose`` the per-path gradient summary of
     :func:`path_gradients` (seed 0) heads the report.
     """
-    import csv
-    import os
-
     os.makedirs(out, exist_ok=True)
     csv_path = os.path.join(out, "results.csv")
     rows = _load_rows(csv_path)
