@@ -152,6 +152,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         print()
         print(cost_table(args.n, args.batch, args.device))
+    if args.scaling:
+        from .bench.scaling import scaling_rows, scaling_table
+
+        print()
+        print(scaling_table(scaling_rows(device=args.device, memory=not args.no_memory)))
     return 0
 
 
@@ -283,6 +288,8 @@ def _add_bench(sub) -> None:
     bench.add_argument("--no-memory", action="store_true", help="skip the attached-model memory measurement")
     bench.add_argument("--cost-model", action="store_true",
                        help="also print the cost model of three paths: FFTs per stage, their floor, measured time")
+    bench.add_argument("--scaling", action="store_true",
+                       help="also time MSS and a SCRAPL step at batch 32 (N=32768) and at N=131072 (batch 4), per example")
     bench.set_defaults(func=cmd_bench)
 
 

@@ -134,3 +134,24 @@ def test_cost_model_counts_ffts_and_times_each_stage():
     rows = cost.path_cost(jtfs, 0, torch.randn(2, 512), repeats=1)
     assert [r[0] for r in rows] == list(cost.STAGES) and all(r[2] > 0 and r[3] > 0 for r in rows)
     assert "scalogram" in cost.cost_table(512, 1, config=dict(J=3, Q1=2, Q2=1, J_fr=1, Q_fr=1), idxs=[0])
+
+
+def test_scaling_times_each_setting_and_reports_growth_per_example():
+    from scrapl_graph.bench.scaling import scaling_rows, scaling_table
+
+    rows = scaling_rows(settings=((1, 4096), (2, 4096), (1, 8192)), path_stride=200, repeats=1, memory=False)
+    assert [(r.batch, r.n) for r in rows] == [(1, 4096), (2, 4096), (1, 8192)]
+    assert all(r.mss_ms > 0 and r.scrapl_ms > 0 for r in rows)
+    assert rows[2].padded == 2 * rows[0].padded  # the JTFS pads to a power of two
+    lines = scaling_table(rows).splitlines()
+    assert len(lines) == 4 and "MSS x1.00, SCRAPL x1.00" in lines[1] and "N log N" in lines[3]
+
+
+def test_cli_bench_scaling_prints_the_scaling_table(monkeypatch, capsys):
+    from scrapl_graph.bench import scaling
+
+    monkeypatch.setattr(bench, "run", lambda **kwargs: bench.BenchResult("machine: stub", []))
+    monkeypatch.setattr(scaling, "scaling_rows", lambda **kwargs: [scaling.ScalingRow(4, 32768, 50.0, 100.0, 1, 2, 65536)])
+    assert main(["bench", "--scaling", "--no-memory"]) == 0
+    out = capsys.readouterr().out
+    assert "SCRAPL/MSS" in out and "2.00" in out

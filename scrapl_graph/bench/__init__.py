@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..losses import JTFSLoss, SCRAPLLoss, path_distance
-from .common import PAPER_CONFIG, BenchResult, Row, machine_description, reference_module, sync, time_step
+from .common import PAPER_CONFIG, BenchResult, Row, bench_mss, machine_description, reference_module, sync, time_step
 from .memory import PeakMemory, Toy, attached_memory, fresh_peak
 
 __all__ = ["PAPER_CONFIG", "BenchResult", "PeakMemory", "Row", "attached_memory", "fresh_peak",
@@ -115,11 +115,7 @@ def run(batch: int = 4, n: int = 32768, device: str = "cpu", path_stride: int = 
 
 
 def _mss_row(setup: _Setup) -> None:
-    import auraloss
-
-    mss = auraloss.freq.MultiResolutionSTFTLoss(
-        fft_sizes=[64, 128, 256, 512, 1024, 2048], hop_sizes=[16, 32, 64, 128, 256, 512],
-        win_lengths=[64, 128, 256, 512, 1024, 2048]).to(setup.dev)
+    mss = bench_mss().to(setup.dev)
     setup.mss_ms = 1000 * time_step(lambda: setup.step(mss), setup.dev, repeats=5)
     setup.result.rows.append(Row("auraloss MSS (6 resolutions, 64..2048)", setup.mss_ms,
                                  fresh_peak("mss", setup.n, setup.batch, str(setup.dev))))

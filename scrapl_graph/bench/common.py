@@ -15,6 +15,13 @@ from .. import allocator
 PAPER_CONFIG = dict(J=12, Q1=8, Q2=2, J_fr=3, Q_fr=2)
 
 
+def bench_mss():
+    """auraloss's multi-resolution STFT loss at six resolutions, windows 64 to 2048 with hop a quarter (registry "mss")."""
+    from ..losses import build_loss
+
+    return build_loss("mss")
+
+
 @dataclass
 class Row:
     name: str

@@ -13,7 +13,7 @@ from torch import nn
 
 from .. import allocator
 from ..losses import JTFSLoss, SCRAPLLoss, path_distance
-from .common import PAPER_CONFIG, reference_module
+from .common import PAPER_CONFIG, bench_mss, reference_module
 
 class PeakMemory:
     """Peak memory of a block above its starting point: CUDA allocator stats, or sampled RSS on CPU."""
@@ -134,9 +134,7 @@ def _fresh_peak(kind: str, n: int, batch: int, device: str, idxs: List[int], see
     x = torch.randn(batch, 1, n, generator=gen).to(dev).requires_grad_()
     y = torch.randn(batch, 1, n, generator=gen).to(dev)
     if kind == "mss":
-        from ..losses import build_loss
-
-        loss, steps = build_loss("mss").to(dev), [lambda: loss(x, y)]
+        loss, steps = bench_mss().to(dev), [lambda: loss(x, y)]
     elif kind == "scrapl":
         loss = SCRAPLLoss(n, **PAPER_CONFIG, use_p_adam=False, use_p_saga=False, grad_mult=1.0, cache_target=False)
         steps = [lambda i=i: loss(x, y, path_idx=i) for i in idxs]

@@ -20,6 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .ops import modulus, rfft
+from .wavelet_modulus import wavelet_modulus_spectrum
+
 REL_TOL = 1e-12
 
 
@@ -65,17 +68,24 @@ class BandLimitedBank(nn.Module):
     def __contains__(self, name: str) -> bool:
         return name in self._meta
 
-    def inverse_modulus(self, x_half: Tensor, name: str, rows: Sequence[int] | slice | None = None) -> Tensor:
-        """The complex signals ``ifft(apply(...))`` up to a unit phase factor ``exp(2i pi a t / m)``.
+    def modulus_spectrum(self, x_half: Tensor, name: str, rows: slice) -> Tensor:
+        """``rfft(|ifft(apply(x_half, name, rows))|)``: half spectra of the moduli (..., n_filters, m // 2 + 1).
 
-        For callers that take the modulus next: when the kept bins form one
-        run ``[a, b)``, the run is transformed as if it started at bin 0, which
-        spares placing it in a zero spectrum (the modulus removes the phase).
+        When the kept bins form one run ``[a, b)``, the run is transformed as
+        if it started at bin 0 (a unit phase in time, which the modulus
+        removes), in one fused autograd node (see :mod:`.wavelet_modulus`).
         """
         n, m, runs = self._meta[name]
         if runs is None or len(runs) != 1:
-            return torch.fft.ifft(self.apply(x_half, name, rows))
-        return torch.fft.ifft(self._product(x_half, name, rows), n=m)
+            return rfft(modulus(torch.fft.ifft(self.apply(x_half, name, rows))))
+        self._check_length(x_half, n)
+        val = getattr(self, f"{name}_val")[rows]
+        return wavelet_modulus_spectrum(x_half, getattr(self, f"{name}_idx"), val, m)
+
+    @staticmethod
+    def _check_length(x_half: Tensor, n: int) -> None:
+        if x_half.shape[-1] != n // 2 + 1:
+            raise RuntimeError(f"internal: half spectrum of length {x_half.shape[-1]} for filters of length {n}")
 
     def _product(self, x_half: Tensor, name: str, rows) -> Tensor:
         n = self._meta[name][0]
@@ -83,8 +93,7 @@ class BandLimitedBank(nn.Module):
         val = getattr(self, f"{name}_val")
         if rows is not None:
             val = val[rows]
-        if x_half.shape[-1] != n // 2 + 1:
-            raise RuntimeError(f"internal: half spectrum of length {x_half.shape[-1]} for filters of length {n}")
+        self._check_length(x_half, n)
         selected = torch.view_as_real(x_half.index_select(-1, idx))
         return torch.view_as_complex((selected * val).contiguous())
 

@@ -29,6 +29,7 @@ from .filters import frequential_filterbank, temporal_filterbanks
 from .layout import (PathInfo, border_indices, check_path_index, check_sizes, contiguous_groups, first_order_path_set,
                      frequential_padding, padding, parse_support, path_set, path_table)
 from ..checks import check_finite, check_real_float
+from .averaging import averaging_matrices
 from .bandlimited import BandLimitedBank
 from .ops import frequential_operator, modulus, real_inverse, rfft
 
@@ -38,8 +39,8 @@ log = logging.getLogger(__name__)
 # full tree; larger requests are split over n_fr to bound peak memory.
 _CHUNK_ELEMENTS = 2**24
 # Output rows of a frequential operator below this fraction of its peak
-# response are treated as zero (far below float64 rounding of the result).
-_ROW_TOL = 1e-13
+# response are treated as zero: a tenth of the computation dtype's rounding.
+_ROW_TOL = {torch.float64: 1e-13, torch.float32: 1e-8, torch.float16: 1e-4, torch.bfloat16: 1e-3}
 
 
 class JTFS(nn.Module):
@@ -144,6 +145,11 @@ class JTFS(nn.Module):
                 self.bank.add(f"psi2_{n2}_{k1}", psi2[n2].levels[k1], 2 ** self._k2(j2, k1), dtype)
             if self.average == "local" and f"phi_{j2}" not in self.bank:
                 self.bank.add(f"phi_{j2}", phi.levels[j2], 2 ** (self.log2_T - j2), dtype)
+        if self.average == "local":
+            matrices = averaging_matrices(phi.levels, sorted({self.j2[p.n2] for p in self.paths}), self.log2_T,
+                                          self.ind_start[self.log2_T], self.ind_end[self.log2_T])
+            for j2, a in matrices.items():
+                self.register_buffer(f"phi_matrix_{j2}", torch.as_tensor(a, dtype=dtype), persistent=False)
 
     def _register_frequential(self, n_in: int, psi_fr, phi_F, dtype: torch.dtype) -> None:
         """Across log-frequency the axis is short (tens of bins): each operator (zero-pad, filter, subsample) is one matrix."""
@@ -161,7 +167,7 @@ class JTFS(nn.Module):
             magnitude = np.abs(w)
             peak = magnitude.max()
             for n in sorted({p.n_lambda1 for p in self.paths} | {n_in}):
-                self._fr_support[(n_fr, n)] = np.nonzero(magnitude[:, :n].max(axis=1) > _ROW_TOL * peak)[0]
+                self._fr_support[(n_fr, n)] = np.nonzero(magnitude[:, :n].max(axis=1) > _ROW_TOL.get(dtype, 1e-13) * peak)[0]
         if self.average_fr == "local":
             for k in sorted(set(self.k_fr)):
                 n = self.n_fr_padded // 2**k
@@ -211,16 +217,15 @@ class JTFS(nn.Module):
         return x, batch_shape
 
     # ------------------------------------------------------------ first order
-    def _scalogram(self, x_padded: Tensor, n_lambda1: int) -> List[Tuple[int, int, Tensor]]:
-        """U1 for the first ``n_lambda1`` wavelets, as ``(k1, start, U1)`` per resolution group."""
+    def _scalogram_spectra(self, x_padded: Tensor, n_lambda1: int) -> List[Tuple[int, int, Tensor]]:
+        """rfft(U1) for the first ``n_lambda1`` wavelets, as ``(k1, start, rfft(U1))`` per resolution group."""
         x_hat = rfft(x_padded)[:, None, :]
         out = []
         for g, (k1, start, end) in enumerate(self.groups):
             end = min(end, n_lambda1)
             if start >= end:
                 break
-            y = self.bank.inverse_modulus(x_hat, f"psi1_{g}", slice(0, end - start))
-            out.append((k1, start, modulus(y)))
+            out.append((k1, start, self.bank.modulus_spectrum(x_hat, f"psi1_{g}", slice(0, end - start))))
         return out
 
     # ----------------------------------------------------------- second order
@@ -290,6 +295,8 @@ class JTFS(nn.Module):
         """Average moduli over time (from resolution 2^resolution; None: already averaged) and unpad."""
         if self.average == "global":
             return z.sum(dim=-1, keepdim=True)
+        if hasattr(self, f"phi_matrix_{resolution}"):  # few output frames: one product (see .averaging)
+            return torch.matmul(z, getattr(self, f"phi_matrix_{resolution}"))
         if resolution is not None:
             z = real_inverse(self.bank.apply(rfft(z), f"phi_{resolution}"))
         return z[..., self.ind_start[self.log2_T] : self.ind_end[self.log2_T]]
@@ -321,8 +328,7 @@ class JTFS(nn.Module):
         """
         x_padded, batch_shape = self._prepare(x)
         n_lambda1 = len(self.j1) if n_lambda1 is None else n_lambda1
-        spectra = [(k1, start, rfft(u1)) for k1, start, u1 in self._scalogram(x_padded, n_lambda1)]
-        return spectra, batch_shape
+        return self._scalogram_spectra(x_padded, n_lambda1), batch_shape
 
     def paths_from_spectra(self, spectra: List[Tuple[int, int, Tensor]], idxs: Sequence[int]) -> Tensor:
         """Second-order paths ``idxs`` from :meth:`scalogram_spectra`: (batch, len(idxs), F', T')."""

@@ -1,0 +1,102 @@
+r"""The first-order wavelet modulus as one autograd node: band product, inverse FFT, modulus, real FFT.
+
+For a real signal given by its half spectrum ``X`` and a batch of wavelets
+``psi_f`` that occupy one run of ``L`` bins, the first order needs
+
+    u_hat_f = rfft( | ifft_m( X[idx] * psi_f ) | ),
+
+where the band is placed at bin 0 of a length-``m`` spectrum (a shift in
+frequency is a unit phase in time, which the modulus removes). Composed
+from separate torch operations, this costs a zero-padded copy of the
+product in the forward pass and, in the backward pass, a chain of
+elementwise kernels over ``(batch, filters, m)`` complex tensors; the
+scalogram is most of a SCRAPL step, and those passes over memory cost as
+much as its FFTs. :class:`_WaveletModulus` writes the product into the
+transform's buffer, and writes the backward as the
+adjoints of its four steps:
+
+    g_r = rfft^*(G),   g_y = y g_r / max(|y|, floor),   g_b = ifft^*(g_y) = fft(g_y) / m,
+    g_X[idx] += sum_f g_b[:L] psi_f.
+
+Second derivatives (Hessian-vector products for theta-IS) are taken by
+recomputing the node from its saved input with autograd when the backward
+runs with ``create_graph=True``, so the fused backward never has to be
+differentiated itself.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .ops import modulus, rfft
+
+
+def _forward(x_half: Tensor, idx: Tensor, val: Tensor, m: int) -> Tensor:
+    """The node composed from differentiable operations (the definition, and the double-backward path)."""
+    selected = torch.view_as_real(x_half.index_select(-1, idx))
+    band = torch.view_as_complex((selected * val).contiguous())
+    return rfft(modulus(torch.fft.ifft(band, n=m)))
+
+
+def _rfft_adjoint(grad: Tensor, n: int) -> Tensor:
+    """Gradient of a real signal of length n from the gradient of its half spectrum (see ``ops._RealFFT``)."""
+    weights = torch.full((grad.shape[-1],), 0.5 * n, dtype=grad.real.dtype, device=grad.device)
+    weights[0] = n
+    if n % 2 == 0:
+        weights[-1] = n
+    return torch.fft.irfft(torch.view_as_complex(torch.view_as_real(grad.contiguous()) * weights[:, None]), n=n)
+
+
+class _WaveletModulus(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x_half: Tensor, idx: Tensor, val: Tensor, m: int) -> Tensor:
+        batch, n_filters, length = x_half.shape[0], val.shape[0], val.shape[1]
+        selected = torch.view_as_real(x_half.index_select(-1, idx))
+        y = x_half.new_empty(batch, n_filters, m)
+        y_real = torch.view_as_real(y)
+        torch.mul(selected, val, out=y_real[..., :length, :])
+        y_real[..., length:, :].zero_()
+        y = torch.fft.ifft(y)
+        r = modulus(y)
+        ctx.save_for_backward(x_half, idx, val, y, r)
+        ctx.m = m
+        return torch.fft.rfft(r)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x_half, idx, val, y, r = ctx.saved_tensors
+        wants_x, _, wants_val, _ = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the composed definition
+            inputs = [t for t, wanted in ((x_half, wants_x), (val, wants_val)) if wanted]
+            grads = iter(torch.autograd.grad(_forward(x_half, idx, val, ctx.m), inputs, grad, create_graph=True))
+            return (next(grads) if wants_x else None), None, (next(grads) if wants_val else None), None
+        # d|y|/dy = y / |y|; a floored |y| makes it 0 (not NaN) where y = 0.
+        scale = _rfft_adjoint(grad, ctx.m).div_(r.clamp_min(torch.finfo(r.dtype).tiny ** 0.25))
+        g_y = torch.view_as_complex(torch.view_as_real(y) * scale.unsqueeze(-1))
+        g_band = torch.view_as_real(torch.fft.fft(g_y, norm="forward"))[..., : val.shape[1], :]
+        g_x = g_val = None
+        if wants_x:
+            g_half = torch.zeros(x_half.shape + (2,), dtype=val.dtype, device=val.device)
+            g_half.index_add_(-2, idx, (g_band * val).sum(dim=1, keepdim=True))
+            g_x = torch.view_as_complex(g_half)
+        if wants_val:
+            selected = torch.view_as_real(x_half.index_select(-1, idx))
+            g_val = (g_band * selected).sum(dim=0)
+        return g_x, None, g_val, None
+
+
+def wavelet_modulus_spectrum(x_half: Tensor, idx: Tensor, val: Tensor, m: int) -> Tensor:
+    """``rfft(|ifft_m(band)|)`` for wavelets stored on one run of bins.
+
+    Args:
+        x_half: half spectra of real signals, complex (batch, 1, n // 2 + 1).
+        idx: (L,) bins of the half spectrum the run reads.
+        val: (n_filters, L, 2) multipliers of the (re, im) parts (the
+            wavelets, with the sign of mirrored bins folded in, see
+            :class:`~scrapl_graph.jtfs.bandlimited.BandLimitedBank`).
+        m: length of the inverse transform (the signal length at this resolution).
+
+    Returns:
+        Complex (batch, n_filters, m // 2 + 1): the half spectra of the moduli.
+    """
+    return _WaveletModulus.apply(x_half, idx, val, m)
