@@ -25,6 +25,10 @@ class _Modulus(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         z, r = ctx.saved_tensors
+        if not torch.is_grad_enabled():
+            # First derivative only: z / max(|z|, floor) is already 0 where z = 0.
+            scale = grad / r.clamp_min(torch.finfo(r.dtype).tiny ** 0.25)
+            return torch.view_as_complex(torch.view_as_real(z) * scale.unsqueeze(-1))
         # d|z|/dz = z / |z|, taken as 0 at z = 0. The second derivative grows
         # like 1/|z|^2: flooring |z| at tiny^(1/4) (1e-10 in float32, 1e-77 in
         # float64, where magnitudes are rounding noise) keeps it finite, and

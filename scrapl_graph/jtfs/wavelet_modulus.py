@@ -58,21 +58,29 @@ class _WaveletModulus(torch.autograd.Function):
         y_real[..., length:, :].zero_()
         y = torch.fft.ifft(y)
         r = modulus(y)
-        ctx.save_for_backward(x_half, idx, val, y, r)
-        ctx.m = m
+        ctx.save_for_backward(x_half, idx, val)
+        # Kept off save_for_backward: the first backward overwrites y with its gradient (one buffer fewer).
+        ctx.y, ctx.r, ctx.m = y, r, m
         return torch.fft.rfft(r)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x_half, idx, val, y, r = ctx.saved_tensors
+        x_half, idx, val = ctx.saved_tensors
+        y, r = ctx.y, ctx.r
+        ctx.y = ctx.r = None
         wants_x, _, wants_val, _ = ctx.needs_input_grad
-        if torch.is_grad_enabled():  # create_graph=True: differentiate the composed definition
+        # create_graph=True, or a second backward (retain_graph=True) after y was overwritten:
+        # differentiate the composed definition.
+        create_graph = torch.is_grad_enabled()
+        if create_graph or y is None:
             inputs = [t for t, wanted in ((x_half, wants_x), (val, wants_val)) if wanted]
-            grads = iter(torch.autograd.grad(_forward(x_half, idx, val, ctx.m), inputs, grad, create_graph=True))
+            with torch.enable_grad():
+                out = _forward(x_half, idx, val, ctx.m)
+            grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=create_graph))
             return (next(grads) if wants_x else None), None, (next(grads) if wants_val else None), None
         # d|y|/dy = y / |y|; a floored |y| makes it 0 (not NaN) where y = 0.
         scale = _rfft_adjoint(grad, ctx.m).div_(r.clamp_min(torch.finfo(r.dtype).tiny ** 0.25))
-        g_y = torch.view_as_complex(torch.view_as_real(y) * scale.unsqueeze(-1))
+        g_y = torch.view_as_complex(torch.view_as_real(y).mul_(scale.unsqueeze(-1)))
         g_band = torch.view_as_real(torch.fft.fft(g_y, norm="forward"))[..., : val.shape[1], :]
         g_x = g_val = None
         if wants_x:
