@@ -5,7 +5,7 @@ import torch
 
 from scrapl_graph.jtfs import JTFS
 from scrapl_graph.jtfs.averaging import MAX_COLUMNS, averaging_matrix
-from scrapl_graph.jtfs.ops import real_inverse, rfft
+from scrapl_graph.jtfs import streamed
 from scrapl_graph.jtfs.wavelet_modulus import _forward, wavelet_modulus_spectrum
 
 
@@ -53,15 +53,26 @@ def test_averaging_matrix_declines_many_frames():
     assert averaging_matrix(np.ones(4 * MAX_COLUMNS), 1, 0, MAX_COLUMNS + 1) is None
 
 
-def test_time_average_by_matrix_matches_the_fourier_route():
+def test_streamed_modulus_average_equals_its_definition(monkeypatch):
+    monkeypatch.setattr(streamed, "BLOCK_ELEMENTS", 64)  # several time blocks, the last one partial
+    gen = torch.Generator().manual_seed(1)
+    y = torch.randn(2, 3, 300, dtype=torch.complex128, generator=gen).requires_grad_()
+    w = torch.randn(4, 3, dtype=torch.complex128, generator=gen).requires_grad_()
+    a = torch.randn(300, 5, dtype=torch.float64, generator=gen)
+    fn = lambda y, w: streamed.streamed_modulus_average(y, w, a)  # noqa: E731
+    torch.testing.assert_close(fn(y, w), torch.matmul(torch.matmul(w, y).abs(), a), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(fn, (y, w))
+    assert torch.autograd.gradgradcheck(fn, (y, w))
+
+
+def test_paths_with_few_frames_take_the_streamed_route_and_match_the_fourier_route(monkeypatch):
     jtfs = JTFS(4096, J=8, Q1=4, Q2=2, J_fr=2, Q_fr=1, dtype=torch.float64)
-    resolutions = [int(name.rsplit("_", 1)[1]) for name, _ in jtfs.named_buffers() if name.startswith("phi_matrix_")]
-    assert resolutions  # the paper-like setting keeps few frames: the matrix route is taken
-    for j in resolutions:
-        z = torch.randn(2, 3, jtfs.n_padded // 2**j, dtype=torch.float64)
-        fourier = real_inverse(jtfs.bank.apply(rfft(z), f"phi_{j}"))
-        fourier = fourier[..., jtfs.ind_start[jtfs.log2_T]: jtfs.ind_end[jtfs.log2_T]]
-        torch.testing.assert_close(jtfs._time_average(z, j), fourier, rtol=1e-10, atol=1e-12)
+    assert any(name.startswith("phi_matrix_") for name, _ in jtfs.named_buffers())
+    x = torch.randn(2, 4096, dtype=torch.float64)
+    streamed_paths = jtfs(x)
+    for name in [name for name, _ in jtfs.named_buffers() if name.startswith("phi_matrix_")]:
+        delattr(jtfs, name)  # back to the Fourier route everywhere
+    torch.testing.assert_close(streamed_paths, jtfs(x), rtol=1e-10, atol=1e-12)
 
 
 def test_fused_wavelet_modulus_backward_twice_with_retain_graph(band):

@@ -31,6 +31,7 @@ from .layout import (PathInfo, border_indices, check_path_index, check_sizes, co
 from ..checks import check_finite, check_real_float
 from .averaging import averaging_matrices
 from .bandlimited import BandLimitedBank
+from .streamed import streamed_modulus_average
 from .ops import frequential_operator, modulus, real_inverse, rfft
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class JTFS(nn.Module):
         paths: list of :class:`PathInfo`, one per second-order path, in the
             reference package's order (lexicographic in ``(n2, n_fr)``).
         n_paths: number of second-order paths.
-        first_order_paths: :class:`PathInfo` of the first-order paths (``order=1``),
+        first_order_paths: :class:`PathInfo` of the ``n_first_order`` first-order paths (``order=1``),
             indexed from ``n_paths`` on.
         keys: ``[(n2, n_fr), ...]`` in path order.
         out_shape: ``(F', T')`` of one path.
@@ -120,6 +121,7 @@ class JTFS(nn.Module):
             raise ValueError(f"no second-order path for J={self.J}, Q1={self.Q1}, Q2={self.Q2}: increase J")
         self.n_paths = len(self.paths)
         self.first_order_paths = first_order_path_set(psi1, psi_fr, self.Q1, start=self.n_paths)
+        self.n_first_order = len(self.first_order_paths)
         self.keys = [p.key for p in self.paths]
         if self.average == "local":
             max_j2 = max(p.j2 for p in self.paths)
@@ -268,7 +270,9 @@ class JTFS(nn.Module):
         """
         batch, n_lambda1, _ = y.shape
         w, rows = self._frequential_filters(n_frs, n_lambda1)
-        z = self._time_average(modulus(torch.matmul(w, y)), resolution)
+        matrix = getattr(self, f"phi_matrix_{resolution}", None)  # set where few frames are kept (see .streamed)
+        z = (streamed_modulus_average(y, w, matrix) if matrix is not None
+             else self._time_average(modulus(torch.matmul(w, y)), resolution))
         n_freq = self.n_fr_padded // 2 ** self.k_fr[n_frs[0]]
         full = z.new_zeros(batch, len(n_frs) * n_freq, z.shape[-1]).index_copy(1, rows, z)
         return full.view(batch, len(n_frs), n_freq, z.shape[-1])
@@ -295,8 +299,6 @@ class JTFS(nn.Module):
         """Average moduli over time (from resolution 2^resolution; None: already averaged) and unpad."""
         if self.average == "global":
             return z.sum(dim=-1, keepdim=True)
-        if hasattr(self, f"phi_matrix_{resolution}"):  # few output frames: one product (see .averaging)
-            return torch.matmul(z, getattr(self, f"phi_matrix_{resolution}"))
         if resolution is not None:
             z = real_inverse(self.bank.apply(rfft(z), f"phi_{resolution}"))
         return z[..., self.ind_start[self.log2_T] : self.ind_end[self.log2_T]]
@@ -407,9 +409,6 @@ class JTFS(nn.Module):
                 out[c] = self._frequency_average(z, [self.spin[n_fr]], self.k_fr[n_fr])
         return torch.cat([out[c] for c in channels], dim=1)
 
-    @property
-    def n_first_order(self) -> int:
-        return len(self.first_order_paths)
 
     def check_idx(self, idx) -> int:
         """Validate a path index (int or 1-element tensor) and return it as an int."""

@@ -1,0 +1,97 @@
+r"""The frequential modulus and the time average of a path, streamed over time blocks.
+
+For one temporal wavelet, the second-order coefficients of a batch of
+frequential filters are
+
+    S[b, r, c] = sum_t | sum_k W[r, k] Y[b, k, t] | A[t, c],
+
+with Y the time-scattered scalogram (lambda1 x time), W the frequential
+operators (rows r of the stacked filters) and A the time-average matrix
+(see :mod:`.averaging`). The modulus ``|W Y|`` has rows x time entries, for
+a small j2 ten times the size of Y, while S has only a few frames. Built
+from whole-tensor operations, it is written to memory and read back by
+every later kernel, forward and backward, and on a CPU those passes cost
+more than the arithmetic. Here time is cut into blocks whose ``W Y`` fits
+in cache: the forward accumulates each block's contribution to S; the
+backward recomputes the block's ``W Y`` instead of keeping it, so memory
+no longer grows with rows x time either:
+
+    g_Z = Z (g_S A^T) / max(|Z|, floor),   g_Y = W^H g_Z,   g_W = sum_b g_Z Y^H.
+
+Second derivatives recompute the composed definition with autograd, as in
+:mod:`.wavelet_modulus`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .ops import modulus
+
+#: Complex elements of one block of ``W Y`` (batch x rows x block length): about 2 MB in complex64.
+BLOCK_ELEMENTS = 2**18
+
+
+def _block_length(batch: int, rows: int, length: int) -> int:
+    return max(64, min(length, BLOCK_ELEMENTS // max(1, batch * rows)))
+
+
+def _definition(y: Tensor, w: Tensor, a: Tensor) -> Tensor:
+    return torch.matmul(modulus(torch.matmul(w, y)), a)
+
+
+def _magnitude(z: Tensor) -> Tensor:
+    v = torch.view_as_real(z)
+    return torch.addcmul(v[..., 0].square(), v[..., 1], v[..., 1]).sqrt_()
+
+
+class _StreamedModulusAverage(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y: Tensor, w: Tensor, a: Tensor) -> Tensor:
+        batch, _, length = y.shape
+        step = _block_length(batch, w.shape[0], length)
+        out = a.new_zeros(batch, w.shape[0], a.shape[-1])
+        for s in range(0, length, step):
+            out.baddbmm_(_magnitude(torch.matmul(w, y[..., s : s + step])), a[s : s + step].expand(batch, -1, -1))
+        ctx.save_for_backward(y, w, a)
+        ctx.step = step
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        y, w, a = ctx.saved_tensors
+        wants_y, wants_w, wants_a = ctx.needs_input_grad
+        if torch.is_grad_enabled() or wants_a:  # create_graph=True, or a trainable average: the definition
+            inputs = [t for t, wanted in zip((y, w, a), ctx.needs_input_grad) if wanted]
+            with torch.enable_grad():
+                out = _definition(y, w, a)
+            grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=torch.is_grad_enabled()))
+            return tuple(next(grads) if wanted else None for wanted in ctx.needs_input_grad)
+        floor = torch.finfo(a.dtype).tiny ** 0.25
+        g_y = torch.empty_like(y) if wants_y else None
+        g_w = torch.zeros_like(w) if wants_w else None
+        w_h = w.conj().transpose(0, 1)
+        for s in range(0, y.shape[-1], ctx.step):
+            y_block = y[..., s : s + ctx.step]
+            z = torch.matmul(w, y_block)
+            scale = torch.matmul(grad, a[s : s + ctx.step].transpose(0, 1)).div_(_magnitude(z).clamp_min_(floor))
+            g_z = torch.view_as_complex(torch.view_as_real(z).mul_(scale.unsqueeze(-1)))
+            if wants_y:
+                g_y[..., s : s + ctx.step] = torch.matmul(w_h, g_z)
+            if wants_w:
+                g_w += torch.matmul(g_z, y_block.conj().transpose(1, 2)).sum(dim=0)
+        return g_y, g_w, None
+
+
+def streamed_modulus_average(y: Tensor, w: Tensor, a: Tensor) -> Tensor:
+    """``|w @ y| @ a`` without materialising ``w @ y``.
+
+    Args:
+        y: complex (batch, K, T).
+        w: complex (R, K).
+        a: real (T, C).
+
+    Returns:
+        Real (batch, R, C).
+    """
+    return _StreamedModulusAverage.apply(y, w, a)
