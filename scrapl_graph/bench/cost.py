@@ -12,7 +12,10 @@ needs the adjoint of each, an FFT of the same size):
   path's resolution 2^(k1 + k2) = 2^j2 (size n / 2^j2);
 - frequential transform: a short dense matrix product across lambda1, no FFT;
 - time average: per output row of the frequential transform, one real FFT of
-  the modulus (size n / 2^j2) and one inverse real FFT at size n / 2^log2_T.
+  the modulus (size n / 2^j2) and one inverse real FFT at size n / 2^log2_T;
+  none where only a few frames are kept and the average is a matrix product
+  (see :mod:`scrapl_graph.jtfs.streamed`): that stage's floor is then 0 and
+  only its measured time is shown.
 
 The floor of a stage is the time this machine takes to run exactly those
 FFTs (forward and adjoint, batched, each kind and size in one call); the
@@ -50,6 +53,8 @@ def path_ffts(jtfs: JTFS, idx: int, batch: int) -> Dict[str, FFTCounts]:
         stages["scalogram"][("c2c", n // 2**k1)] += batch * count
         stages["scalogram"][("r2c", n // 2**k1)] += batch * count
         stages["second order"][("c2c", n // 2 ** (k1 + jtfs._k2(j2, k1)))] += batch * count
+    if hasattr(jtfs, f"phi_matrix_{j2}"):  # the time average is a matrix product: no FFT
+        return stages
     rows = len(jtfs._fr_support[(path.n_fr, path.n_lambda1)])
     resolution = n // 2 ** min(j2, jtfs.log2_T)
     stages["frequential + time average"][("r2c", resolution)] += batch * rows
@@ -140,6 +145,6 @@ def cost_table(n: int, batch: int, device: str = "cpu", idxs: Sequence[int] = ()
             ratio = ms / floor if floor > 0 else float("nan")
             lines.append(f"{label:<22} {stage:<28} {floor:>9.2f} {ms:>12.2f} {ratio:>8.1f}  {describe(counts)}")
             label = ""
-        total_floor, total = sum(r[2] for r in rows), sum(r[3] for r in rows)
+        total_floor, total = sum(r[2] for r in rows), sum(r[3] for r in rows)  # the scalogram always has FFTs
         lines.append(f"{'':<22} {'total':<28} {total_floor:>9.2f} {total:>12.2f} {total / total_floor:>8.1f}")
     return "\n".join(lines)
