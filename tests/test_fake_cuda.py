@@ -109,12 +109,17 @@ def test_scrapl_cached_target_and_first_order_paths():
         assert all(p.grad.device == CUDA for p in model.parameters())
 
 
-def test_full_tree_jtfs_loss():
-    loss = JTFSLoss(N, **TINY)
+# The second setting averages over few frames: the time average is streamed as a matrix product.
+STREAMED_N, STREAMED = 4096, dict(J=8, Q1=4, Q2=2, J_fr=2, Q_fr=1)
+
+
+@pytest.mark.parametrize("n, config", [(N, TINY), (STREAMED_N, STREAMED)], ids=["tiny", "streamed"])
+def test_full_tree_jtfs_loss(n, config):
+    loss = JTFSLoss(n, **config)
     with FakeCuda() as fake:
         fake.to_cuda(loss)
-        x = torch.randn(2, 1, N, device=CUDA, requires_grad=True)
-        value = loss(x, torch.randn(2, 1, N, device=CUDA))
+        x = torch.randn(2, 1, n, device=CUDA, requires_grad=True)
+        value = loss(x, torch.randn(2, 1, n, device=CUDA))
         value.backward()
         assert value.device == CUDA and x.grad.device == CUDA and x.grad.shape == x.shape
 
