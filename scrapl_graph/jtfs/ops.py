@@ -18,7 +18,7 @@ class _Modulus(torch.autograd.Function):
         # sqrt(re^2 + im^2) on the (re, im) view is much faster than complex
         # abs (which guards against overflow that audio magnitudes never reach).
         v = torch.view_as_real(z)
-        r = torch.addcmul(v[..., 0].square(), v[..., 1], v[..., 1]).sqrt_()
+        r = v[..., 0].square().addcmul_(v[..., 1], v[..., 1]).sqrt_()
         ctx.save_for_backward(z, r)
         return r
 

@@ -42,7 +42,7 @@ def _definition(y: Tensor, w: Tensor, a: Tensor) -> Tensor:
 
 def _magnitude(z: Tensor) -> Tensor:
     v = torch.view_as_real(z)
-    return torch.addcmul(v[..., 0].square(), v[..., 1], v[..., 1]).sqrt_()
+    return v[..., 0].square().addcmul_(v[..., 1], v[..., 1]).sqrt_()
 
 
 class _StreamedModulusAverage(torch.autograd.Function):

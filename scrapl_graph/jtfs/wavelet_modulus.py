@@ -79,7 +79,7 @@ class _WaveletModulus(torch.autograd.Function):
             grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=create_graph))
             return (next(grads) if wants_x else None), None, (next(grads) if wants_val else None), None
         # d|y|/dy = y / |y|; a floored |y| makes it 0 (not NaN) where y = 0.
-        scale = _rfft_adjoint(grad, ctx.m).div_(r.clamp_min(torch.finfo(r.dtype).tiny ** 0.25))
+        scale = _rfft_adjoint(grad, ctx.m).div_(r.clamp_min_(torch.finfo(r.dtype).tiny ** 0.25))
         g_y = torch.view_as_complex(torch.view_as_real(y).mul_(scale.unsqueeze(-1)))
         g_band = torch.view_as_real(torch.fft.fft(g_y, norm="forward"))[..., : val.shape[1], :]
         g_x = g_val = None
