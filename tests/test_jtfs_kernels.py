@@ -82,3 +82,17 @@ def test_fused_wavelet_modulus_backward_twice_with_retain_graph(band):
     second = torch.autograd.grad(out, (x_half, val))  # the first overwrote its buffer: recomputed
     for a, b in zip(first, second):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_large_batches_are_sliced_without_changing_the_result(monkeypatch):
+    from scrapl_graph.jtfs import bandlimited
+
+    jtfs = JTFS(1024, J=4, Q1=2, Q2=1, J_fr=1, Q_fr=1, dtype=torch.float64)
+    x = torch.randn(5, 1024, dtype=torch.float64, requires_grad=True)
+    whole = jtfs.paths_coefficients(x, [0, jtfs.n_paths - 1])
+    (g_whole,) = torch.autograd.grad(whole.sum(), x)
+    monkeypatch.setattr(bandlimited, "SLICE_ELEMENTS", 1)  # one example per slice
+    sliced = jtfs.paths_coefficients(x, [0, jtfs.n_paths - 1])
+    (g_sliced,) = torch.autograd.grad(sliced.sum(), x)
+    torch.testing.assert_close(sliced, whole, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(g_sliced, g_whole, rtol=1e-12, atol=1e-14)

@@ -24,6 +24,8 @@ from .ops import modulus, rfft
 from .wavelet_modulus import wavelet_modulus_spectrum
 
 REL_TOL = 1e-12
+#: Complex elements of one slice of the first-order wavelet modulus (batch x filters x time).
+SLICE_ELEMENTS = 2**22
 
 
 class BandLimitedBank(nn.Module):
@@ -79,8 +81,13 @@ class BandLimitedBank(nn.Module):
         if runs is None or len(runs) != 1:
             return rfft(modulus(torch.fft.ifft(self.apply(x_half, name, rows))))
         self._check_length(x_half, n)
-        val = getattr(self, f"{name}_val")[rows]
-        return wavelet_modulus_spectrum(x_half, getattr(self, f"{name}_idx"), val, m)
+        idx, val = getattr(self, f"{name}_idx"), getattr(self, f"{name}_val")[rows]
+        # Large batches go in slices whose buffers stay below glibc's largest mmap
+        # threshold (32 MB), so that freed buffers are reused instead of faulted in anew.
+        per_slice = max(1, SLICE_ELEMENTS // (val.shape[0] * m))
+        if x_half.shape[0] <= per_slice:
+            return wavelet_modulus_spectrum(x_half, idx, val, m)
+        return torch.cat([wavelet_modulus_spectrum(x, idx, val, m) for x in x_half.split(per_slice)])
 
     @staticmethod
     def _check_length(x_half: Tensor, n: int) -> None:

@@ -33,7 +33,8 @@ BLOCK_ELEMENTS = 2**18
 
 
 def _block_length(batch: int, rows: int, length: int) -> int:
-    return max(64, min(length, BLOCK_ELEMENTS // max(1, batch * rows)))
+    # At least 256 samples per block: below that, per-block overhead outweighs locality.
+    return max(256, min(length, BLOCK_ELEMENTS // max(1, batch * rows)))
 
 
 def _definition(y: Tensor, w: Tensor, a: Tensor) -> Tensor:
