@@ -1,4 +1,4 @@
-"""Morlet filterbank design in the Fourier domain (numpy, float64).
+"""Morlet filterbank design in the Fourier domain (float64; each filter from :mod:`.morlet`).
 
 The conventions are those of kymatio's scattering transforms, so that
 coefficients agree with theirs:
@@ -25,6 +25,8 @@ from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 
+from .morlet import morlet_spectrum
+
 # Shared design constants of the filterbank (kymatio's defaults).
 R_PSI = math.sqrt(0.5)  # adjacent wavelets meet at this fraction of their peak
 SIGMA0 = 0.1  # bandwidth of the low-pass of support T is SIGMA0 / T
@@ -49,11 +51,6 @@ class Filter:
     levels: List[np.ndarray] = field(default_factory=list)
 
 
-def _periods(sigma: float, eps: float = 1e-7) -> int:
-    """Number of periods P such that the Gaussian of width sigma is below eps at P."""
-    return int(math.ceil(math.sqrt(-2.0 * sigma**2 * math.log(eps)) + 1))
-
-
 def morlet_1d(N: int, xi: float | None, sigma: float) -> np.ndarray:
     """Fourier transform of a Morlet wavelet (or of a Gaussian if ``xi`` is None).
 
@@ -64,21 +61,9 @@ def morlet_1d(N: int, xi: float | None, sigma: float) -> np.ndarray:
 
     Returns:
         Real array of length N, sampled at ``np.fft.fftfreq(N)``, with unit L1
-        norm of its inverse transform.
+        norm of its inverse transform; designed by :func:`.morlet.morlet_spectrum`.
     """
-    P = min(_periods(sigma), 5)
-    grid = np.arange((1 - P) * N, P * N, dtype=float) / float(N)
-    # With a single period the Gaussian must be centered on [-0.5, 0.5) to be
-    # continuous at 0; with more periods the grid already covers both sides.
-    low_grid = np.fft.fftfreq(N) if P == 1 else grid
-    low = np.exp(-(low_grid**2) / (2 * sigma**2)).reshape(2 * P - 1, N).mean(axis=0)
-    if xi:
-        gabor = np.exp(-((grid - xi) ** 2) / (2 * sigma**2)).reshape(2 * P - 1, N).mean(axis=0)
-        kappa = gabor[0] / low[0]
-        h = gabor - kappa * low
-    else:
-        h = low
-    return h / np.abs(np.fft.ifft(h)).sum()
+    return morlet_spectrum(N, xi, sigma).numpy()
 
 
 def sigma_of_xi(xi: float, Q: int, r: float = R_PSI) -> float:

@@ -1,0 +1,63 @@
+r"""The Morlet wavelet in the Fourier domain, in torch: one design for the fixed and the learnable filterbanks.
+
+A Morlet wavelet of center frequency xi and bandwidth sigma (cycles per
+sample, Nyquist = 0.5), sampled on the N bins w_i = i / N and periodized
+over P periods on each side, is
+
+    gabor(w) = mean_{q = 1-P}^{P-1} exp(-(w + q - xi)^2 / (2 sigma^2)),
+    low(w)   = mean_{q = 1-P}^{P-1} exp(-(w + q)^2 / (2 sigma^2))   (for P = 1: at the centred bins),
+    psi(w)   = (gabor(w) - kappa low(w)) / norm,   kappa = gabor(0) / low(0),
+
+so that psi(0) = 0; ``norm`` is the L1 norm of its inverse DFT (kymatio's
+convention). The low-pass phi is ``low / norm``. The design evaluates psi at
+any set of bins, so a learnable filterbank regenerates only the bins a
+band-limited filter keeps, differentiably in xi and sigma.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def periods(sigma: float, eps: float = 1e-7) -> int:
+    """Periods P (at most 5) beyond which the Gaussian of width sigma is below eps."""
+    return min(int(math.ceil(math.sqrt(-2.0 * sigma**2 * math.log(eps)) + 1)), 5)
+
+
+def _periodized_gaussian(w: Tensor, center, sigma, P: int) -> Tensor:
+    shifts = torch.arange(1 - P, P, dtype=w.dtype, device=w.device)
+    return torch.exp(-((w.unsqueeze(-1) + shifts - center) ** 2) / (2 * sigma**2)).mean(dim=-1)
+
+
+def _low(bins: Tensor, sigma, P: int, N: int) -> Tensor:
+    w = bins.to(torch.float64) / N
+    if P == 1:  # a single period must be centred on [-0.5, 0.5) to be continuous at 0
+        w = torch.where(bins >= (N + 1) // 2, w - 1.0, w)
+    return _periodized_gaussian(w, 0.0, sigma, P)
+
+
+def morlet_unnormalized(bins: Tensor, N: int, xi: Optional[Tensor], sigma: Tensor, P: int) -> Tensor:
+    """``gabor - kappa low`` (or ``low`` when xi is None) at integer ``bins`` of an N-point grid, float64.
+
+    Args:
+        bins: integer tensor of bins in [0, N), any shape.
+        xi, sigma: 0-d tensors (cycles per sample); differentiable.
+        P: periods of the periodization (see :func:`periods`), frozen by the caller.
+    """
+    low = _low(bins, sigma, P, N)
+    if xi is None:
+        return low
+    zero = torch.zeros(1, dtype=torch.long, device=bins.device)
+    kappa = _periodized_gaussian(zero.to(torch.float64), xi, sigma, P) / _low(zero, sigma, P, N)
+    return _periodized_gaussian(bins.to(torch.float64) / N, xi, sigma, P) - kappa * low
+
+
+def morlet_spectrum(N: int, xi: Optional[float], sigma: float) -> Tensor:
+    """The whole filter on the N bins, normalized to unit L1 norm in time (float64 tensor)."""
+    sigma_t = torch.tensor(float(sigma), dtype=torch.float64)
+    xi_t = torch.tensor(float(xi), dtype=torch.float64) if xi else None
+    h = morlet_unnormalized(torch.arange(N), N, xi_t, sigma_t, periods(float(sigma)))
+    return h / torch.fft.ifft(h).abs().sum()
