@@ -1,7 +1,6 @@
 """Pure tensor operations of the scattering transform (no state, no filters of their own)."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -81,14 +80,18 @@ def real_inverse(u_hat: Tensor, dim: int = -1) -> Tensor:
     return torch.fft.irfft(u_hat.narrow(dim, 0, m // 2 + 1), n=m, dim=dim)
 
 
-def frequential_operator(n_padded: int, n_in: int, h: np.ndarray, factor: int) -> np.ndarray:
+def frequential_operator(n_padded: int, n_in: int, h, factor: int) -> Tensor:
     """Matrix of: zero-pad ``n_in`` samples to ``n_padded``, filter by ``h`` (Fourier), subsample by ``factor``.
 
+    Args:
+        h: the filter on the ``n_padded`` bins (array or tensor; differentiable as a float64 tensor).
+
     Returns:
-        Complex array (n_padded // factor, n_in); column i is the response to
-        the i-th unit impulse, computed in float64 with FFTs.
+        Complex128 tensor (n_padded // factor, n_in); column i is the response
+        to the i-th unit impulse, computed with FFTs.
     """
-    impulses = np.eye(n_padded)[:, :n_in]
-    spectrum = np.fft.fft(impulses, axis=0) * h[:, None]
-    periodized = spectrum.reshape(factor, n_padded // factor, n_in).mean(axis=0)
-    return np.fft.ifft(periodized, axis=0)
+    h = torch.as_tensor(h, dtype=torch.float64)
+    impulses = torch.eye(n_padded, dtype=torch.complex128, device=h.device)[:, :n_in]
+    spectrum = torch.fft.fft(impulses, dim=0) * h[:, None]
+    periodized = spectrum.reshape(factor, n_padded // factor, n_in).mean(dim=0)
+    return torch.fft.ifft(periodized, dim=0)

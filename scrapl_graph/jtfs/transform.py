@@ -161,7 +161,7 @@ class JTFS(nn.Module):
         self._fr_support: Dict[Tuple[int, int], np.ndarray] = {}
         self._row_cache: Dict[tuple, Tensor] = {}
         for n_fr, f in enumerate(psi_fr):
-            w = frequential_operator(self.n_fr_padded, n_in, f.levels[0], 2 ** self.k_fr[n_fr])
+            w = frequential_operator(self.n_fr_padded, n_in, f.levels[0], 2 ** self.k_fr[n_fr]).numpy()
             buf(f"psi_fr_{n_fr}", np.stack([w.real, w.imag], axis=-1))
             # Output rows reached by the first n inputs: a path of small j2
             # sees few lambda1 (j1 < j2), so most of the zero-padded axis
@@ -174,7 +174,7 @@ class JTFS(nn.Module):
             for k in sorted(set(self.k_fr)):
                 n = self.n_fr_padded // 2**k
                 a = frequential_operator(n, n, phi_F.levels[k], 2 ** (self.log2_F - k))
-                buf(f"phi_fr_{k}", a.real)
+                buf(f"phi_fr_{k}", a.real.numpy())
 
     def _k2(self, j2: int, k1: int) -> int:
         """Second-order subsampling after first-order resolution k1: to j2, capped by the averaging."""
