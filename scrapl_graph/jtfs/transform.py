@@ -32,16 +32,14 @@ from ..checks import check_finite, check_real_float
 from .averaging import averaging_matrices
 from .bandlimited import BandLimitedBank
 from .streamed import streamed_modulus_average
-from .ops import frequential_operator, modulus, real_inverse, rfft
+from .frequential import frequency_averages, frequential_operators
+from .ops import modulus, real_inverse, rfft
 
 log = logging.getLogger(__name__)
 
 # Upper bound on complex elements of one frequential-scattering batch in the
 # full tree; larger requests are split over n_fr to bound peak memory.
 _CHUNK_ELEMENTS = 2**24
-# Output rows of a frequential operator below this fraction of its peak
-# response are treated as zero: a tenth of the computation dtype's rounding.
-_ROW_TOL = {torch.float64: 1e-13, torch.float32: 1e-8, torch.float16: 1e-4, torch.bfloat16: 1e-3}
 
 
 class JTFS(nn.Module):
@@ -154,27 +152,14 @@ class JTFS(nn.Module):
                 self.register_buffer(f"phi_matrix_{j2}", torch.as_tensor(a, dtype=dtype), persistent=False)
 
     def _register_frequential(self, n_in: int, psi_fr, phi_F, dtype: torch.dtype) -> None:
-        """Across log-frequency the axis is short (tens of bins): each operator (zero-pad, filter, subsample) is one matrix."""
-        def buf(name: str, array) -> None:
-            self.register_buffer(name, torch.as_tensor(np.asarray(array), dtype=dtype), persistent=False)
-
-        self._fr_support: Dict[Tuple[int, int], np.ndarray] = {}
-        self._row_cache: Dict[tuple, Tensor] = {}
-        for n_fr, f in enumerate(psi_fr):
-            w = frequential_operator(self.n_fr_padded, n_in, f.levels[0], 2 ** self.k_fr[n_fr]).numpy()
-            buf(f"psi_fr_{n_fr}", np.stack([w.real, w.imag], axis=-1))
-            # Output rows reached by the first n inputs: a path of small j2
-            # sees few lambda1 (j1 < j2), so most of the zero-padded axis
-            # stays numerically zero and is skipped.
-            magnitude = np.abs(w)
-            peak = magnitude.max()
-            for n in sorted({p.n_lambda1 for p in self.paths} | {n_in}):
-                self._fr_support[(n_fr, n)] = np.nonzero(magnitude[:, :n].max(axis=1) > _ROW_TOL.get(dtype, 1e-13) * peak)[0]
+        """Each frequential operator (zero-pad, filter, subsample) as one matrix (see :mod:`.frequential`)."""
+        buffers, self._fr_support = frequential_operators(self.n_fr_padded, n_in, psi_fr, self.k_fr,
+                                                          [p.n_lambda1 for p in self.paths], dtype)
         if self.average_fr == "local":
-            for k in sorted(set(self.k_fr)):
-                n = self.n_fr_padded // 2**k
-                a = frequential_operator(n, n, phi_F.levels[k], 2 ** (self.log2_F - k))
-                buf(f"phi_fr_{k}", a.real.numpy())
+            buffers.update(frequency_averages(self.n_fr_padded, phi_F, self.k_fr, self.log2_F))
+        for name, array in buffers.items():
+            self.register_buffer(name, torch.as_tensor(array, dtype=dtype), persistent=False)
+        self._row_cache: Dict[tuple, Tensor] = {}
 
     def _k2(self, j2: int, k1: int) -> int:
         """Second-order subsampling after first-order resolution k1: to j2, capped by the averaging."""
