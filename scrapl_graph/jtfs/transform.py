@@ -34,6 +34,7 @@ from .bandlimited import BandLimitedBank
 from .streamed import streamed_modulus_average
 from .frequential import frequency_averages, frequential_operators
 from .ops import modulus, real_inverse, rfft
+from .parametric import FAMILIES, LearnableFilterbank
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,10 @@ class JTFS(nn.Module):
         check_values: the NaN/Inf check of the input (see
             :mod:`scrapl_graph.checks`): None checks CPU input only, True
             always, False never.
+        learnable: wavelet families whose centre frequencies and bandwidths
+            are parameters (``"psi1"``, ``"psi2"``, ``"psi_fr"``; True for
+            all), regenerated at each call (see :mod:`.parametric`); the
+            others stay fixed but are regenerated too when any is learnable.
 
     Attributes:
         paths: list of :class:`PathInfo`, one per second-order path, in the
@@ -77,7 +82,7 @@ class JTFS(nn.Module):
     """
 
     def __init__(self, shape, J: int, Q1: int, Q2: int, J_fr: int, Q_fr: int, T=None, F=None,
-                 dtype: Optional[torch.dtype] = None, check_values: Optional[bool] = None):
+                 dtype: Optional[torch.dtype] = None, check_values: Optional[bool] = None, learnable=()):
         super().__init__()
         dtype = torch.get_default_dtype() if dtype is None else dtype
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point and not dtype.is_complex):
@@ -92,6 +97,8 @@ class JTFS(nn.Module):
         self.bank = BandLimitedBank()
         self._register_temporal(phi, psi1, psi2, dtype)
         self._register_frequential(len(psi1), psi_fr, phi_F, dtype)
+        self.filterbank = LearnableFilterbank(self, psi1, psi2, psi_fr, FAMILIES if learnable is True else learnable
+                                              ) if learnable else None
         self.out_shape = self._out_shape()
         log.debug("JTFS N=%d padded=%d n_fr_padded=%d paths=%d", self.N, self.n_padded, self.n_fr_padded, self.n_paths)
 
@@ -242,7 +249,9 @@ class JTFS(nn.Module):
             rows = np.concatenate([j * n_freq + self._fr_support[(n, n_lambda1)] for j, n in enumerate(n_frs)])
             self._row_cache[key] = torch.as_tensor(rows, dtype=torch.long, device=device)
         rows = self._row_cache[key]
-        w = torch.cat([getattr(self, f"psi_fr_{n}")[:, :n_lambda1] for n in n_frs], dim=0)
+        regenerated = [self.filterbank.frequential(n) if self.filterbank is not None else None for n in n_frs]
+        w = torch.cat([(getattr(self, f"psi_fr_{n}") if r is None else r)[:, :n_lambda1]
+                       for n, r in zip(n_frs, regenerated)], dim=0)
         return torch.view_as_complex(w.index_select(0, rows).contiguous()), rows
 
     def _frequential_moduli(self, y: Tensor, n_frs: Sequence[int], resolution: Optional[int]) -> Tensor:
