@@ -40,6 +40,9 @@ class JTFSLoss(nn.Module):
             chunk; smaller means less memory and more, smaller batches.
         check_values: the NaN/Inf check of inputs (None: on CPU only; see
             :mod:`scrapl_graph.checks`).
+        learnable: wavelet families with trainable centre frequencies and
+            bandwidths (see :class:`~scrapl_graph.JTFS`); their gradient
+            includes the target's side, and the loss holds one transform.
 
     Dtype and device: see :mod:`scrapl_graph.losses.transforms` (built in the
     default dtype, follows the input's floating dtype, computes on its own
@@ -48,9 +51,11 @@ class JTFSLoss(nn.Module):
 
     def __init__(self, shape: int, J: int = 12, Q1: int = 8, Q2: int = 2, J_fr: int = 3, Q_fr: int = 2,
                  T=None, F=None, p: float = 2.0, use_rho_log1p: bool = False, log1p_eps: float = 1e-3,
-                 first_order: bool = False, chunk_elements: int = 2**24, check_values: Optional[bool] = None):
+                 first_order: bool = False, chunk_elements: int = 2**24, check_values: Optional[bool] = None,
+                 learnable=()):
         super().__init__()
-        self.transforms = TransformCache(dict(J=J, Q1=Q1, Q2=Q2, J_fr=J_fr, Q_fr=Q_fr, T=T, F=F), shape, check_values)
+        config = dict(J=J, Q1=Q1, Q2=Q2, J_fr=J_fr, Q_fr=Q_fr, T=T, F=F, learnable=learnable)
+        self.transforms = TransformCache(config, shape, check_values)
         self.shape = self.transforms.get(shape).N  # builds (and validates) the default-dtype transform
         self.p = float(p)
         self.log1p_eps = float(log1p_eps) if use_rho_log1p else None
@@ -80,7 +85,8 @@ class JTFSLoss(nn.Module):
         jtfs = self.transforms.get(n, x.dtype)
         x = x.reshape(batch, n)
         x_target = x_target.reshape(batch, n)
-        with torch.no_grad():
+        filters = [p for p in jtfs.parameters() if p.requires_grad] if torch.is_grad_enabled() else []
+        with torch.set_grad_enabled(bool(filters)):  # the target depends on learnable filters too
             target_spectra, _ = jtfs.scalogram_spectra(x_target)
         spectra, _ = jtfs.scalogram_spectra(x)
         meta = [(k1, start) for k1, start, _ in spectra]
@@ -89,18 +95,18 @@ class JTFSLoss(nn.Module):
 
         def chunk_loss(idxs: Sequence[int], u1_hats: Sequence[Tensor]) -> Tensor:
             S = jtfs.paths_from_spectra([(k, s, u) for (k, s), u in zip(meta, u1_hats)], idxs)
-            with torch.no_grad():
+            with torch.set_grad_enabled(bool(filters)):
                 S_target = jtfs.paths_from_spectra(target_spectra, idxs)
             return path_distance(S, S_target, self.p, self.log1p_eps).sum() / (batch * n_terms)
 
         tensors = [s for _, _, s in spectra]
-        if torch.is_grad_enabled() and x.requires_grad:
-            loss = _EagerChunkedLoss.apply(chunk_loss, chunks, *tensors)
+        if torch.is_grad_enabled() and (x.requires_grad or filters):
+            loss = _EagerChunkedLoss.apply(chunk_loss, chunks, len(tensors), *tensors, *filters)
         else:
             loss = sum(chunk_loss(idxs, tensors) for idxs in chunks)
         if self.first_order:
             S1 = jtfs.first_order(x)
-            with torch.no_grad():
+            with torch.set_grad_enabled(bool(filters)):
                 S1_target = jtfs.first_order(x_target)
             first = path_distance(S1, S1_target, self.p, self.log1p_eps).mean(dim=0).sum()
             loss = (loss * n_terms + first) / (n_terms + S1.shape[1])
@@ -113,18 +119,23 @@ class _EagerChunkedLoss(torch.autograd.Function):
     Each chunk's graph is built, differentiated with respect to the shared
     first-order spectra and freed before the next one: the peak memory is one
     chunk's graph and nothing is recomputed. The backward pass scales the
-    accumulated gradients. Second derivatives are not available.
+    accumulated gradients. Second derivatives are not available. Learnable
+    filter parameters, passed after the ``n_spectra`` spectra, are leaves that
+    every chunk reads: their gradients accumulate the same way.
     """
 
     @staticmethod
-    def forward(ctx, chunk_loss, chunks, *tensors):
-        inputs = [t.detach().requires_grad_() for t in tensors]
-        grads = [torch.zeros_like(t) for t in tensors]
+    def forward(ctx, chunk_loss, chunks, n_spectra, *tensors):
+        spectra = [t.detach().requires_grad_() for t in tensors[:n_spectra]]
+        inputs = spectra + list(tensors[n_spectra:])
+        grads = [torch.zeros_like(t) for t in inputs]
         total = tensors[0].real.new_zeros(())
         with torch.enable_grad():
             for idxs in chunks:
-                value = chunk_loss(idxs, inputs)
-                for g, d in zip(grads, torch.autograd.grad(value, inputs, allow_unused=True)):
+                value = chunk_loss(idxs, spectra)
+                # Filters' graphs shared by every chunk (the target's scalogram) must outlive one chunk.
+                retain = len(inputs) > n_spectra
+                for g, d in zip(grads, torch.autograd.grad(value, inputs, allow_unused=True, retain_graph=retain)):
                     if d is not None:
                         g.add_(d)
                 total = total + value.detach()
@@ -133,4 +144,4 @@ class _EagerChunkedLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        return (None, None) + tuple(g * grad_output for g in ctx.saved_tensors)
+        return (None, None, None) + tuple(g * grad_output for g in ctx.saved_tensors)

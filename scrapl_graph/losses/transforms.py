@@ -9,7 +9,10 @@ The dtype and device rule shared by :class:`~scrapl_graph.JTFSLoss` and
   transform of that dtype is built once (filters designed in float64 and
   rounded once) and kept;
 - it computes on its own device: ``.to(device)`` moves every transform it
-  holds, and input on another device is refused with a clear error.
+  holds, and input on another device is refused with a clear error;
+- with learnable filters (``learnable`` in the JTFS configuration) it holds
+  one transform, whose parameters an optimizer sees once: a second length
+  or dtype is refused with a clear error.
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ class TransformCache(nn.Module):
     def __init__(self, config: Dict[str, Any], shape: Optional[int] = None, check_values: Optional[bool] = None):
         super().__init__()
         self.config = dict(config)
+        # Learnable filters are one parameter set: the cache then holds a single transform.
+        self.learnable = bool(self.config.get("learnable"))
         self.shape = shape
         self.check_values = check_values
         self.transforms = nn.ModuleDict()
@@ -69,6 +74,13 @@ class TransformCache(nn.Module):
         dtype = self.dtype if dtype is None else dtype
         key = _key(n, dtype)
         jtfs = self.transforms[key] if key in self.transforms else None
+        if self.learnable and len(self.transforms):
+            built = next(iter(self.transforms.values()))
+            if built.N == n and built.dtype == dtype:  # also after a .to(dtype) of the whole loss
+                return built
+            raise ValueError(f"this loss has learnable filters, one parameter set held by one transform "
+                             f"(built for {built.N} samples in {built.dtype}); got {n} samples in {dtype}: "
+                             f"give it signals of that length and dtype")
         if jtfs is None or jtfs.dtype != dtype:
             # A .to(dtype) of the whole module may have converted a stored
             # transform: rebuild rather than use rounded filters.
