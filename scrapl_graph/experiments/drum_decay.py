@@ -112,6 +112,9 @@ LOSSES: Dict[str, Callable[[DrumDecayConfig, int], nn.Module]] = {
     "scrapl_first_order_half_adam": lambda cfg, n: _scrapl(cfg, n, first_order_share=0.5, use_p_adam=False,
                                                            use_p_saga=False, optimizer="adam"),
     "scrapl_drums": lambda cfg, n: _scrapl(cfg, n, **DRUM_SCRAPL),
+    "scrapl_drums_mss": lambda cfg, n: _sum(cfg, _scrapl(cfg, n, **DRUM_SCRAPL)),
+    "scrapl_drums_8_paths": lambda cfg, n: _scrapl(cfg, n, **{**DRUM_SCRAPL, "paths_per_step": 8}),
+    "scrapl_drums_first_order_70": lambda cfg, n: _scrapl(cfg, n, **{**DRUM_SCRAPL, "first_order_share": 0.7}),
 }
 
 #: Losses whose path probabilities come from a theta-IS warmup at the presets (aligned targets of the seed).
