@@ -28,8 +28,9 @@ def periods(sigma: float, eps: float = 1e-7) -> int:
 
 
 def _periodized_gaussian(w: Tensor, center, sigma, P: int) -> Tensor:
-    shifts = torch.arange(1 - P, P, dtype=w.dtype, device=w.device)
-    return torch.exp(-((w.unsqueeze(-1) + shifts - center) ** 2) / (2 * sigma**2)).mean(dim=-1)
+    # Periods on the leading axis: the mean then runs over contiguous rows.
+    shifts = torch.arange(1 - P, P, dtype=w.dtype, device=w.device).reshape((-1,) + (1,) * w.ndim)
+    return torch.exp(-0.5 * ((w + shifts - center) / sigma) ** 2).mean(dim=0)
 
 
 def _low(bins: Tensor, sigma, P: int, N: int) -> Tensor:
