@@ -27,33 +27,38 @@ def periods(sigma: float, eps: float = 1e-7) -> int:
     return min(int(math.ceil(math.sqrt(-2.0 * sigma**2 * math.log(eps)) + 1)), 5)
 
 
-def _periodized_gaussian(w: Tensor, center, sigma, P: int) -> Tensor:
+def _periodized_gaussian(w: Tensor, center, sigma, P: int, dtype: torch.dtype = torch.float64) -> Tensor:
     # Periods on the leading axis: the mean then runs over contiguous rows.
     shifts = torch.arange(1 - P, P, dtype=w.dtype, device=w.device).reshape((-1,) + (1,) * w.ndim)
-    return torch.exp(-0.5 * ((w + shifts - center) / sigma) ** 2).mean(dim=0)
+    # The distance to the centre in bandwidths is formed in float64 (a narrow filter's centre needs
+    # those digits); only the exponential runs in ``dtype``.
+    return torch.exp(-0.5 * ((w + shifts - center) / sigma).to(dtype) ** 2).mean(dim=0)
 
 
-def _low(bins: Tensor, sigma, P: int, N: int) -> Tensor:
+def _low(bins: Tensor, sigma, P: int, N: int, dtype: torch.dtype = torch.float64) -> Tensor:
     w = bins.to(torch.float64) / N
     if P == 1:  # a single period must be centred on [-0.5, 0.5) to be continuous at 0
         w = torch.where(bins >= (N + 1) // 2, w - 1.0, w)
-    return _periodized_gaussian(w, 0.0, sigma, P)
+    return _periodized_gaussian(w, 0.0, sigma, P, dtype)
 
 
-def morlet_unnormalized(bins: Tensor, N: int, xi: Optional[Tensor], sigma: Tensor, P: int) -> Tensor:
-    """``gabor - kappa low`` (or ``low`` when xi is None) at integer ``bins`` of an N-point grid, float64.
+def morlet_unnormalized(bins: Tensor, N: int, xi: Optional[Tensor], sigma: Tensor, P: int,
+                        dtype: torch.dtype = torch.float64) -> Tensor:
+    """``gabor - kappa low`` (or ``low`` when xi is None) at integer ``bins`` of an N-point grid.
 
     Args:
         bins: integer tensor of bins in [0, N), any shape.
-        xi, sigma: 0-d tensors (cycles per sample); differentiable.
+        xi, sigma: float64 0-d tensors (cycles per sample); differentiable.
         P: periods of the periodization (see :func:`periods`), frozen by the caller.
+        dtype: of the result and of the exponentials (float64 for the design, the
+            transform's dtype when learnable filters are regenerated).
     """
-    low = _low(bins, sigma, P, N)
+    low = _low(bins, sigma, P, N, dtype)
     if xi is None:
         return low
     zero = torch.zeros(1, dtype=torch.long, device=bins.device)
     kappa = _periodized_gaussian(zero.to(torch.float64), xi, sigma, P) / _low(zero, sigma, P, N)
-    return _periodized_gaussian(bins.to(torch.float64) / N, xi, sigma, P) - kappa * low
+    return _periodized_gaussian(bins.to(torch.float64) / N, xi, sigma, P, dtype) - kappa.to(dtype) * low
 
 
 def morlet_spectrum(N: int, xi: Optional[float], sigma: float) -> Tensor:

@@ -48,6 +48,8 @@ from .ops import frequential_operator
 
 #: Width (in initial bandwidths) of the frozen support on each side of a filter's initial centre.
 SUPPORT_WIDTH = 7.0
+#: Stored bins of a filter are regenerated only where the initial filter exceeds this fraction of its peak.
+TAP_TOL = 1e-15
 #: Margin of the squashing map, so that neither bound is ever reached in floating point.
 EPS = 1e-6
 FAMILIES = ("psi1", "psi2", "psi_fr")
@@ -131,8 +133,9 @@ class LearnableFilterbank(nn.Module):
         self.psi_fr = MorletFamily(psi_fr[1 : 1 + self.n_positive], analytic=True, trainable="psi_fr" in trainable)
         self.n_padded, self.n_fr_padded, self.n_in = jtfs.n_padded, jtfs.n_fr_padded, len(psi1)
         self.k_fr = list(jtfs.k_fr)
-        self.register_buffer("norm1", self._norms(psi1, self.n_padded), persistent=False)
-        self.register_buffer("norm2", self._norms(psi2, self.n_padded), persistent=False)
+        full1, full2 = self._designs(psi1, self.n_padded), self._designs(psi2, self.n_padded)
+        self.register_buffer("norm1", torch.stack([torch.fft.ifft(h).abs().sum() for h in full1]), persistent=False)
+        self.register_buffer("norm2", torch.stack([torch.fft.ifft(h).abs().sum() for h in full2]), persistent=False)
         # Spin +1 then spin -1: a mirrored filter's discrete norm differs from its twin's in the last digits.
         self.register_buffer("norm_fr", self._norms(psi_fr[1:], self.n_fr_padded), persistent=False)
         #: bank entry -> (family, first filter, last filter + 1, level k)
@@ -143,20 +146,33 @@ class LearnableFilterbank(nn.Module):
             if name.startswith("psi2_"):
                 n2, k1 = (int(v) for v in name.split("_")[1:])
                 self.entries[name] = ("psi2", n2, n2 + 1, k1)
+        #: (entry, filter) -> (full-grid bins evaluated, their positions among the entry's stored bins)
+        self.taps: Dict[tuple, tuple] = {}
+        for name, (family_name, start, end, k) in self.entries.items():
+            full = full1 if family_name == "psi1" else full2
+            keep = getattr(jtfs.bank, f"{name}_keep")
+            # The filter at level k is the full filter summed over its 2^k blocks of n / 2^k bins; only
+            # the bins where the initial filter exceeds TAP_TOL of its peak are evaluated again.
+            bins = keep[:, None] + jtfs.bank.length(name) * torch.arange(2**k)
+            for i in range(start, end):
+                values = full[i][bins].abs()
+                rows, blocks = torch.nonzero(values > TAP_TOL * full[i].abs().max(), as_tuple=True)
+                self.taps[(name, i)] = (bins[rows, blocks], rows)
         # The transform's bank, not registered here (it belongs to the transform).
         object.__setattr__(self, "bank", jtfs.bank)
         jtfs.bank.source = self.bank_values
         object.__setattr__(self, "_operator_dtype", lambda: jtfs.dtype)
 
     @staticmethod
+    def _designs(filters: Sequence[Filter], n: int) -> List[Tensor]:
+        """Each initial filter on the n bins, before normalisation."""
+        return [morlet_unnormalized(torch.arange(n), n, torch.tensor(float(f.xi), dtype=torch.float64),
+                                    torch.tensor(f.sigma, dtype=torch.float64), periods(f.sigma)) for f in filters]
+
+    @staticmethod
     def _norms(filters: Sequence[Filter], n: int) -> Tensor:
         """Each filter's L1 norm in time before normalisation, from its initial design (frozen)."""
-        norms = []
-        for f in filters:
-            h = morlet_unnormalized(torch.arange(n), n, torch.tensor(float(f.xi), dtype=torch.float64),
-                                    torch.tensor(f.sigma, dtype=torch.float64), periods(f.sigma))
-            norms.append(torch.fft.ifft(h).abs().sum())
-        return torch.stack(norms)
+        return torch.stack([torch.fft.ifft(h).abs().sum() for h in LearnableFilterbank._designs(filters, n)])
 
     def _family(self, name: str):
         family = getattr(self, name)
@@ -169,13 +185,14 @@ class LearnableFilterbank(nn.Module):
         family_name, start, end, k = self.entries[name]
         family, norms = self._family(family_name)
         xi, sigma = family()
-        keep = getattr(self.bank, f"{name}_keep")
-        n_level = self.bank.length(name)
-        # The filter at level k is the full filter summed over its 2^k blocks of n / 2^k bins.
-        bins = keep[:, None] + n_level * torch.arange(2**k, device=keep.device)
-        rows = [morlet_unnormalized(bins, self.n_padded, xi[i], sigma[i], family.periods[i]).sum(dim=-1) / norms[i]
-                for i in range(start, end)]
-        return self.bank.pack(name, torch.stack(rows)).to(getattr(self.bank, f"{name}_val").dtype)
+        n_kept = getattr(self.bank, f"{name}_keep").shape[0]
+        dtype = getattr(self.bank, f"{name}_val").dtype
+        rows = []
+        for i in range(start, end):
+            src, dst = (t.to(xi.device) for t in self.taps[(name, i)])
+            h = morlet_unnormalized(src, self.n_padded, xi[i], sigma[i], family.periods[i], dtype) / norms[i].to(dtype)
+            rows.append(h.new_zeros(n_kept).index_add(0, dst, h))
+        return self.bank.pack(name, torch.stack(rows))
 
     def frequential(self, n_fr: int) -> Optional[Tensor]:
         """Regenerated operator (n_out, n_in, 2) of frequential filter ``n_fr`` (None for the spin-0 low-pass)."""
