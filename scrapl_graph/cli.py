@@ -152,6 +152,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         print()
         print(cost_table(args.n, args.batch, args.device))
+    if args.learnable:
+        from .bench.learnable import learnable_overhead
+
+        fixed, learnable, ratio = learnable_overhead(args.n, args.batch, args.device)
+        print(f"\nsingle-path step, fixed filters {fixed:.1f} ms, learnable {learnable:.1f} ms "
+              f"(median ratio over paths {ratio:.2f}x)")
     if args.scaling:
         from .bench.scaling import scaling_rows, scaling_table
 
@@ -288,6 +294,8 @@ def _add_bench(sub) -> None:
     bench.add_argument("--no-memory", action="store_true", help="skip the attached-model memory measurement")
     bench.add_argument("--cost-model", action="store_true",
                        help="also print the cost model of three paths: FFTs per stage, their floor, measured time")
+    bench.add_argument("--learnable", action="store_true",
+                       help="also time a single-path step with learnable filters beside the fixed transform")
     bench.add_argument("--scaling", action="store_true",
                        help="also time MSS and a SCRAPL step at batch 32 (N=32768) and at N=131072 (batch 4), per example")
     bench.set_defaults(func=cmd_bench)

@@ -155,3 +155,11 @@ def test_cli_bench_scaling_prints_the_scaling_table(monkeypatch, capsys):
     assert main(["bench", "--scaling", "--no-memory"]) == 0
     out = capsys.readouterr().out
     assert "SCRAPL/MSS" in out and "2.00" in out
+
+
+def test_learnable_overhead_times_both_transforms(monkeypatch):
+    from scrapl_graph.bench import learnable
+
+    monkeypatch.setattr(learnable, "PAPER_CONFIG", dict(J=5, Q1=2, Q2=1, J_fr=1, Q_fr=1))
+    fixed, regenerated, ratio = learnable.learnable_overhead(n=1024, batch=1, path_stride=3, repeats=1)
+    assert fixed > 0 and regenerated > 0 and ratio > 0
