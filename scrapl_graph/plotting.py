@@ -1,4 +1,4 @@
-"""Figures of SCRAPL path probabilities (matplotlib, Agg canvas: no display needed)."""
+"""Figures of SCRAPL path probabilities and of learnable filterbanks (matplotlib, Agg canvas: no display needed)."""
 from __future__ import annotations
 
 import logging
@@ -92,4 +92,47 @@ def plot_probs(loss, path: str, sample_rate: float, probs: Optional[torch.Tensor
         fig.tight_layout()
     fig.savefig(path, dpi=dpi, format="png")
     log.info("Wrote path probabilities plot to %s", os.path.abspath(path))
+    return path
+
+
+def plot_filterbank(filterbank, path: str, title: Optional[str] = None, dpi: int = 120) -> str:
+    """Write a PNG of a learnable JTFS filterbank in the Fourier domain: each wavelet now and at initialisation.
+
+    One panel per family (first order, second order: frequency in cycles per
+    sample, log axis; frequential: cycles per log-frequency bin). Each
+    wavelet is drawn as its Gaussian band ``exp(-(w - xi)^2 / (2 sigma^2))``
+    at the current parameters (solid) and at the initial ones (dashed).
+
+    Args:
+        filterbank: a :class:`~scrapl_graph.jtfs.parametric.LearnableFilterbank` (``jtfs.filterbank``).
+        path: output file (``.png``); its directory must exist.
+
+    Returns:
+        ``path``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 3.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    for ax, name, label in zip(axes, ("psi1", "psi2", "psi_fr"), ("first order", "second order", "frequential")):
+        family = getattr(filterbank, name)
+        with torch.no_grad():
+            xi, sigma = (t.cpu() for t in family())
+        xi0, sigma0 = family.xi0.cpu(), family.sigma0.cpu()
+        low = float(torch.minimum(xi - 3 * sigma, xi0 - 3 * sigma0).clamp_min(1e-5).min())
+        grid = torch.logspace(math.log10(low), math.log10(0.5), 800, dtype=torch.float64)
+        for k in range(len(xi)):
+            ax.plot(grid, torch.exp(-((grid - xi0[k]) ** 2) / (2 * sigma0[k] ** 2)), "--", color="gray", lw=0.6)
+            ax.plot(grid, torch.exp(-((grid - xi[k]) ** 2) / (2 * sigma[k] ** 2)), color=f"C{k % 10}", lw=0.9)
+        ax.set_xscale("log")
+        ax.set_xlabel("frequency (cycles per sample)" if name != "psi_fr" else "frequency (cycles per bin)")
+        moved = float(((xi - xi0).abs() / sigma0).max())
+        ax.set_title(f"{label}: {len(xi)} wavelets, largest move {moved:.2f} bandwidths", fontsize=9)
+    axes[0].set_ylabel("|psi| (solid: now, dashed: initial)")
+    fig.suptitle(title or "learnable JTFS filterbank")
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi, format="png")
+    log.info("Wrote filterbank plot to %s", os.path.abspath(path))
     return path

@@ -1,4 +1,6 @@
 """The scattering encoder: JTFS features and an MLP head, fixed or learnable filters, built from a config."""
+import os
+
 import pytest
 import torch
 
@@ -48,3 +50,29 @@ def test_built_from_a_class_path_spec_and_bad_paths_refused():
         ScatteringEncoder(n_theta=2, paths=[10**6], **SMALL)
     with pytest.raises(ValueError, match="batch, channels, samples"):
         enc(torch.randn(2, 1024))
+
+
+def test_a_training_run_draws_the_filterbank_at_start_and_end(tmp_path):
+    pytest.importorskip("lightning.pytorch")
+    from scrapl_graph.graph import GraphSynth
+    from scrapl_graph.lightning import FilterbankPictures, train_predictor
+    from scrapl_graph.processors import ChirpletSynth
+
+    chirplet = ChirpletSynth.from_preset("fast_am_moderate_fm", sample_rate=1024.0, num_samples=1024, f0_hz=128.0,
+                                         max_shift=0)
+    synth = GraphSynth.chain({"chirplet": chirplet}, num_samples=1024)
+    theta = torch.logit(torch.rand(4, 2, generator=torch.Generator().manual_seed(0)).clamp(0.05, 0.95))
+    with torch.no_grad():
+        audio = synth(theta)
+    encoder = ScatteringEncoder(n_theta=synth, learnable=True, **SMALL)
+    pictures = FilterbankPictures(str(tmp_path))
+    from scrapl_graph import JTFSLoss
+
+    loss = JTFSLoss(1024, J=5, Q1=4, Q2=2, J_fr=2, Q_fr=1)
+    train_predictor(encoder, synth, loss, (audio, theta), epochs=2, batch_size=4, lr=1e-3, val_metrics=(),
+                    progress=False, accelerator="cpu", callbacks=[pictures], root_dir=str(tmp_path))
+    names = sorted(os.path.basename(p) for p in pictures.written)
+    assert names == ["filterbank_0_init.png", "filterbank_0_trained.png"]
+    assert all(os.path.getsize(p) > 1000 for p in pictures.written)
+    # Training moved the filters: the picture at the end is not the one at the start.
+    assert open(pictures.written[0], "rb").read() != open(pictures.written[1], "rb").read()

@@ -33,7 +33,7 @@ class ScatteringEncoder(nn.Module):
         n_theta: output size (an int, a GraphSynth, a ThetaLayout).
         J, Q1, Q2, J_fr, Q_fr, T, F: the JTFS configuration (see :class:`~scrapl_graph.JTFS`).
         paths: second-order paths used: "all", "none", or a list of path indices.
-        learnable: JTFS wavelet families trained with the head (() keeps them fixed).
+        learnable: JTFS wavelet families trained with the head (True: all; () keeps them fixed).
         hidden: width of the hidden layer.
         eps: scale of the log compression ``log1p(S / eps)``.
 
@@ -43,11 +43,11 @@ class ScatteringEncoder(nn.Module):
 
     def __init__(self, n_samples: int, n_theta: object, J: int = 8, Q1: int = 8, Q2: int = 2, J_fr: int = 3,
                  Q_fr: int = 2, T: Optional[Union[int, str]] = None, F: Optional[Union[int, str]] = None,
-                 paths: Union[str, Sequence[int]] = "all", learnable: Sequence[str] = (), hidden: int = 128,
+                 paths: Union[str, Sequence[int]] = "all", learnable: Union[bool, Sequence[str]] = (), hidden: int = 128,
                  eps: float = 1e-3):
         super().__init__()
         self.n_theta = as_n_theta(n_theta)
-        self.jtfs = JTFS(n_samples, J, Q1, Q2, J_fr, Q_fr, T=T, F=F, learnable=tuple(learnable))
+        self.jtfs = JTFS(n_samples, J, Q1, Q2, J_fr, Q_fr, T=T, F=F, learnable=learnable if isinstance(learnable, bool) else tuple(learnable))
         if paths == "all":
             self.path_idxs = list(range(self.jtfs.n_paths))
         elif paths == "none":

@@ -96,7 +96,7 @@ class MorletFamily(nn.Module):
             raise ValueError("internal: an initial centre frequency lies outside its frozen bounds")
         reach = _soft_min(xi0 - s_lo, s_hi - xi0) / sigma0
         alpha = torch.clamp(0.999 * reach, max=ALPHA)
-        for name, value in dict(lo=lo, hi=hi, s_lo=s_lo, s_hi=s_hi, alpha=alpha).items():
+        for name, value in dict(lo=lo, hi=hi, s_lo=s_lo, s_hi=s_hi, alpha=alpha, xi0=xi0, sigma0=sigma0).items():
             self.register_buffer(name, value, persistent=False)
         self.raw_xi = nn.Parameter(_unsquash((xi0 - lo) / (hi - lo)), requires_grad=trainable)
         self.raw_sigma = nn.Parameter(_unsquash(sigma0 / self._sigma_max(xi0)), requires_grad=trainable)

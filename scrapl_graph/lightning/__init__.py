@@ -4,6 +4,7 @@ Unsupervised sound matching, audio -> encoder -> theta -> synth -> audio:
 
 - :class:`SoundMatching`: the LightningModule, trained with any loss;
 - :class:`ThetaISWarmup`: theta-IS path probabilities at fit start;
+- :class:`FilterbankPictures`: learnable filterbanks drawn at fit start and end;
 - data modules (batches after ``on_after_batch_transfer``, on the training
   device: ``{"audio": (B, 1, N), "theta": (B, n_theta), "index": (B,)}``, no
   ``"theta"`` for recordings); each exposes ``synth`` (the model's decoder),
@@ -20,6 +21,7 @@ Unsupervised sound matching, audio -> encoder -> theta -> synth -> audio:
 Importing this package imports ``lightning``; ``import scrapl_graph`` does not.
 """
 from .callbacks import ThetaISWarmup
+from .filterbank import FilterbankPictures
 from .data import SynthDataModule
 from .functional import EpochHistory, TrainResult, train_predictor
 from .module import SoundMatching
@@ -38,6 +40,7 @@ __all__ = [
     "TASKS",
     "TensorDataModule",
     "ThetaISWarmup",
+    "FilterbankPictures",
     "TrainResult",
     "build_synth",
     "mix_seed",
