@@ -136,9 +136,23 @@ def test_cost_model_counts_ffts_and_times_each_stage():
     assert "scalogram" in cost.cost_table(512, 1, config=dict(J=3, Q1=2, Q2=1, J_fr=1, Q_fr=1), idxs=[0])
 
 
-def test_scaling_times_each_setting_and_reports_growth_per_example():
+def test_scaling_table_reports_growth_per_example_against_the_first_row():
+    from scrapl_graph.bench.scaling import ScalingRow, scaling_table
+
+    rows = [ScalingRow(4, 32768, 50.0, 100.0, 1, 2, 65536), ScalingRow(32, 32768, 400.0, 1600.0, 8, 16, 65536),
+            ScalingRow(4, 131072, 200.0, 450.0, 4, 8, 262144)]
+    lines = scaling_table(rows).splitlines()
+    assert "MSS x1.00, SCRAPL x1.00" in lines[1]
+    assert "MSS x1.00, SCRAPL x2.00" in lines[2]  # 1600 / 32 against 100 / 4
+    assert "SCRAPL x4.50" in lines[3] and "N log N of the padded length: x4.50" in lines[3]
+
+
+@pytest.mark.slow
+def test_scaling_times_each_setting_and_reports_growth_per_example(monkeypatch):
+    from scrapl_graph.bench import scaling
     from scrapl_graph.bench.scaling import scaling_rows, scaling_table
 
+    monkeypatch.setattr(scaling, "PAPER_CONFIG", dict(J=5, Q1=2, Q2=1, J_fr=1, Q_fr=1))
     rows = scaling_rows(settings=((1, 4096), (2, 4096), (1, 8192)), path_stride=200, repeats=1, memory=False)
     assert [(r.batch, r.n) for r in rows] == [(1, 4096), (2, 4096), (1, 8192)]
     assert all(r.mss_ms > 0 and r.scrapl_ms > 0 for r in rows)

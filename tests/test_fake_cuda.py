@@ -110,7 +110,7 @@ def test_scrapl_cached_target_and_first_order_paths():
 
 
 # The second setting averages over few frames: the time average is streamed as a matrix product.
-STREAMED_N, STREAMED = 4096, dict(J=8, Q1=4, Q2=2, J_fr=2, Q_fr=1)
+STREAMED_N, STREAMED = 1024, dict(J=6, Q1=2, Q2=1, J_fr=1, Q_fr=1)
 
 
 @pytest.mark.parametrize("n, config", [(N, TINY), (STREAMED_N, STREAMED)], ids=["tiny", "streamed"])
