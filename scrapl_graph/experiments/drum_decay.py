@@ -81,8 +81,13 @@ def _scrapl(cfg: DrumDecayConfig, n_theta: int, **options) -> SCRAPLLoss:
     return SCRAPLLoss(shape=cfg.num_samples, **cfg.jtfs, use_rho_log1p=True, n_theta=n_theta, **options)
 
 
-def _sum(cfg: DrumDecayConfig, scrapl: nn.Module) -> nn.Module:
-    return LossSum({"scrapl": scrapl, "mss": build_loss("mss")}, weights={"scrapl": 1.0, "mss": cfg.mss_weight})
+def _sum(cfg: DrumDecayConfig, scrapl: nn.Module, mss_weight: Optional[float] = None) -> nn.Module:
+    weight = cfg.mss_weight if mss_weight is None else mss_weight
+    return LossSum({"scrapl": scrapl, "mss": build_loss("mss")}, weights={"scrapl": 1.0, "mss": weight})
+
+
+def _drums(cfg: DrumDecayConfig, n_theta: int, **changes) -> SCRAPLLoss:
+    return _scrapl(cfg, n_theta, **{**DRUM_SCRAPL, **changes})
 
 
 def _decay_weights(n_theta: int) -> List[float]:
@@ -112,7 +117,17 @@ LOSSES: Dict[str, Callable[[DrumDecayConfig, int], nn.Module]] = {
     "scrapl_first_order_half_adam": lambda cfg, n: _scrapl(cfg, n, first_order_share=0.5, use_p_adam=False,
                                                            use_p_saga=False, optimizer="adam"),
     "scrapl_drums": lambda cfg, n: _scrapl(cfg, n, **DRUM_SCRAPL),
+    # Variations of the recommended options (not run by default).
+    "scrapl_drums_mss05": lambda cfg, n: _sum(cfg, _drums(cfg, n), 0.05),
+    "scrapl_drums_mss10": lambda cfg, n: _sum(cfg, _drums(cfg, n), 0.1),
+    "scrapl_drums_mss20": lambda cfg, n: _sum(cfg, _drums(cfg, n), 0.2),
+    "scrapl_drums_mss50": lambda cfg, n: _sum(cfg, _drums(cfg, n), 0.5),
+    "scrapl_drums_mss100": lambda cfg, n: _sum(cfg, _drums(cfg, n), 1.0),
+    "scrapl_drums_paths8": lambda cfg, n: _drums(cfg, n, paths_per_step=8),
+    "scrapl_drums_first03": lambda cfg, n: _drums(cfg, n, first_order_share=0.3),
+    "scrapl_drums_first07": lambda cfg, n: _drums(cfg, n, first_order_share=0.7),
 }
+VARIANTS = tuple(name for name in LOSSES if name.startswith("scrapl_drums_"))
 
 #: Losses whose path probabilities come from a theta-IS warmup at the presets (aligned targets of the seed).
 THETA_IS_LOSSES = ("scrapl_first_order_theta_is", "scrapl_first_order_theta_is_decay")
@@ -120,7 +135,8 @@ THETA_IS_LOSSES = ("scrapl_first_order_theta_is", "scrapl_first_order_theta_is_d
 #: The losses run by default. Left out for time (``--losses`` adds them): the first-order full tree,
 #: and the theta-IS variants, whose warmup (every path's curvature in the 14 drum parameters) costs
 #: more on a CPU than the rest of a seed's runs together.
-DEFAULT_LOSSES = tuple(name for name in LOSSES if name != "jtfs_first_order" and name not in THETA_IS_LOSSES)
+DEFAULT_LOSSES = tuple(name for name in LOSSES
+                       if name != "jtfs_first_order" and name not in THETA_IS_LOSSES and name not in VARIANTS)
 
 
 def drum_synth(cfg: DrumDecayConfig, meso: bool, seed: int) -> GraphSynth:
@@ -377,12 +393,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--targets-per-preset", type=int, default=DrumDecayConfig.targets_per_preset)
     parser.add_argument("--J", type=int, default=None, help="JTFS J (default: 11 at 22.05 kHz)")
     parser.add_argument("--no-diagnose", action="store_true")
+    parser.add_argument("--curvature", action="store_true",
+                        help="only the theta-IS curvature of every path beside its gradient (seed 0; ~10 min)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = DrumDecayConfig(sample_rate=args.sample_rate, num_samples=args.num_samples,
                           targets_per_preset=args.targets_per_preset, steps=args.steps, lr=args.lr)
     if args.J is not None:
         cfg.jtfs["J"] = args.J
+    if args.curvature:
+        from .drum_curvature import curvature_report
+
+        print(curvature_report(cfg, args.out))
+        return 0
     jtfs_losses = {name: args.jtfs_seeds for name in args.losses if name.startswith("jtfs")}
     print(run(cfg, args.losses, args.settings, args.seeds, args.out, jtfs_losses, not args.no_diagnose))
     return 0
