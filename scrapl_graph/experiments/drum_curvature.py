@@ -52,7 +52,7 @@ def path_curvature(cfg: DrumDecayConfig, seed: int = 0, examples: Optional[Seque
     Returns:
         ``"order"`` ``(P,)``, ``"curvature"`` ``(P, U)`` (``max_b |H_b[u, u]|``),
         ``"decay_columns"`` (the decay/level columns of theta) and
-        ``"seconds"`` ``(P,)`` (time of each path's Hessian).
+        ``"seconds"`` ``(P,)`` (time of each path's Hessian) and ``"examples"`` (how many targets).
     """
     synth, theta_init, _, target = seed_problem(cfg, "aligned", seed)
     if examples is None:
@@ -73,7 +73,8 @@ def path_curvature(cfg: DrumDecayConfig, seed: int = 0, examples: Optional[Seque
         values.append(diag.abs().max(dim=0).values.double())
         orders.append(loss.path_info[p].order)
     return {"order": torch.tensor(orders), "curvature": torch.stack(values),
-            "decay_columns": torch.tensor(decay_level_columns(synth)), "seconds": torch.tensor(seconds)}
+            "decay_columns": torch.tensor(decay_level_columns(synth)), "seconds": torch.tensor(seconds),
+            "examples": torch.tensor(len(examples))}
 
 
 def _ranks(v: Tensor) -> Tensor:
@@ -119,12 +120,13 @@ def summarize_curvature(curv: Dict[str, Tensor], grads: Dict[str, Tensor]) -> st
     pi2 = pi_all[second] / pi_all[second].sum()  # theta-IS within the second order (the share is imposed)
     corr = rank_correlation(pi_decay, grads["decay_norm"])
     corr2 = rank_correlation(pi_decay[second], grads["decay_norm"][second])
-    ratio = (c[:, cols].mean(dim=1) / c[:, rest].mean(dim=1))
+    ratio = pi_decay / pi_rest.clamp_min(1e-300)  # how much more a path matters to the decay/level group
     fo = ~second
     lines = [
-        f"- curvature per path ({n2} second-order, {n1} first-order; max over {len(set(cols))} decay/level and "
-        f"{len(rest)} other parameters' per-example Hessian diagonals): {float(curv['seconds'].mean()):.1f} s per "
-        f"path, {float(curv['seconds'].sum()):.0f} s in all",
+        f"- curvature C[u, p] of {n2} second-order and {n1} first-order paths for {len(cols)} decay/level and "
+        f"{len(rest)} other parameters (the largest per-example Hessian diagonal entry over "
+        f"{int(curv.get('examples', torch.tensor(0)))} targets): {float(curv['seconds'].mean()):.1f} s per path, "
+        f"{float(curv['seconds'].sum()):.0f} s in all",
         f"- theta-IS mass (eq. 10, no floor) on the first-order paths ({100 * n1 / (n1 + n2):.1f}% of the union's "
         f"paths): {100 * float(pi_all[fo].sum()):.1f}% with all parameters, {100 * float(pi_decay[fo].sum()):.1f}% "
         f"with the decay/level parameters only, {100 * float(pi_rest[fo].sum()):.1f}% with the others only",
@@ -132,8 +134,8 @@ def summarize_curvature(curv: Dict[str, Tensor], grads: Dict[str, Tensor]) -> st
         f"gradient norm: {corr:+.2f} over all paths, {corr2:+.2f} over the second-order ones",
         f"- the {half} second-order paths holding half the decay/level gradient norm get {100 * float(pi2[top].sum()):.1f}% "
         f"of theta-IS's second-order draws (all parameters; uniform: {100 * half / n2:.1f}%)",
-        f"- median ratio of mean decay/level to mean other-parameter curvature: first-order "
-        f"{float(ratio[fo].median()):.2f}, second-order {float(ratio[second].median()):.2f}",
+        f"- median ratio of a path's theta-IS mass for the decay/level parameters to that for the others: "
+        f"first-order {float(ratio[fo].median()):.2f}, second-order {float(ratio[second].median()):.2f}",
     ]
     favoured = pi_all.argsort(descending=True)[:5].tolist()
     lines.append("- paths theta-IS favours most (all parameters): " + ", ".join(

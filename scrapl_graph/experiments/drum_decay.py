@@ -126,6 +126,9 @@ LOSSES: Dict[str, Callable[[DrumDecayConfig, int], nn.Module]] = {
     "scrapl_drums_paths8": lambda cfg, n: _drums(cfg, n, paths_per_step=8),
     "scrapl_drums_first03": lambda cfg, n: _drums(cfg, n, first_order_share=0.3),
     "scrapl_drums_first07": lambda cfg, n: _drums(cfg, n, first_order_share=0.7),
+    "scrapl_drums_first02": lambda cfg, n: _drums(cfg, n, first_order_share=0.2),
+    "scrapl_drums_first01": lambda cfg, n: _drums(cfg, n, first_order_share=0.1),
+    "scrapl_drums_first03_mss50": lambda cfg, n: _sum(cfg, _drums(cfg, n, first_order_share=0.3), 0.5),
 }
 VARIANTS = tuple(name for name in LOSSES if name.startswith("scrapl_drums_"))
 
