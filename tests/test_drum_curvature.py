@@ -47,3 +47,14 @@ def test_summary_refuses_other_paths():
         dc.summarize_curvature(curv, grads)
     with pytest.raises(ValueError, match="examples"):
         dc.path_curvature(small_config(), 0, examples=[9])
+
+
+@pytest.mark.slow
+def test_curvature_report_is_computed_once_and_summarized(tmp_path):
+    cfg = small_config()
+    report = dc.curvature_report(cfg, str(tmp_path))
+    assert "theta-IS mass" in report and "Spearman" in report
+    saved = torch.load(tmp_path / "curvature_seed_0.pt")
+    curv = saved["curvature"]["curvature"]
+    assert curv.shape[1] == 14 and bool((curv >= 0).all()) and bool((curv > 0).any())
+    assert dc.curvature_report(cfg, str(tmp_path)) == report  # read back, not recomputed
