@@ -66,4 +66,9 @@ def morlet_spectrum(N: int, xi: Optional[float], sigma: float) -> Tensor:
     sigma_t = torch.tensor(float(sigma), dtype=torch.float64)
     xi_t = torch.tensor(float(xi), dtype=torch.float64) if xi else None
     h = morlet_unnormalized(torch.arange(N), N, xi_t, sigma_t, periods(float(sigma)))
-    return h / torch.fft.ifft(h).abs().sum()
+    return h / l1_norm(h)
+
+
+def l1_norm(h: Tensor) -> Tensor:
+    """L1 norm in time of a filter given on its N bins in Fourier (kymatio's normalisation constant)."""
+    return torch.fft.ifft(h).abs().sum()

@@ -5,6 +5,41 @@ import torch
 from torch import Tensor
 
 
+def magnitude(z: Tensor) -> Tensor:
+    """|z| of complex z, without autograd bookkeeping (the forward of :func:`modulus`).
+
+    sqrt(re^2 + im^2) on the (re, im) view is much faster than complex abs
+    (which guards against overflow that audio magnitudes never reach).
+    """
+    v = torch.view_as_real(z)
+    return v[..., 0].square().addcmul_(v[..., 1], v[..., 1]).sqrt_()
+
+
+def modulus_floor(dtype: torch.dtype) -> float:
+    """Floor of |z| in d|z|/dz = z / |z|: tiny^(1/4), 1e-10 in float32 and 1e-77 in float64.
+
+    Magnitudes below it are rounding noise; flooring there keeps the first
+    derivative 0 (not NaN) at z = 0 and the second one finite.
+    """
+    return torch.finfo(dtype).tiny ** 0.25
+
+
+def rfft_adjoint(grad: Tensor, n: int) -> Tensor:
+    """Gradient of a real signal of length n from the gradient ``grad`` of its half spectrum.
+
+    ``u_grad[t] = Re(sum_k G[k] exp(2i pi k t / n))`` over the kept bins
+    ``k = 0 .. n/2``, i.e. ``n * irfft(H)`` with ``H = G`` halved except at
+    ``k = 0`` and ``k = n/2``.
+    """
+    weights = torch.full((grad.shape[-1],), 0.5 * n, dtype=grad.real.dtype, device=grad.device)
+    weights[0] = n
+    if n % 2 == 0:
+        weights[-1] = n
+    # Scaling on the (re, im) view avoids promoting the weights to complex.
+    scaled = torch.view_as_complex(torch.view_as_real(grad.contiguous()) * weights[:, None])
+    return torch.fft.irfft(scaled, n=n)
+
+
 class _Modulus(torch.autograd.Function):
     """|z| for complex z, with gradient 0 at z = 0 instead of NaN.
 
@@ -14,25 +49,21 @@ class _Modulus(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: Tensor) -> Tensor:
-        # sqrt(re^2 + im^2) on the (re, im) view is much faster than complex
-        # abs (which guards against overflow that audio magnitudes never reach).
-        v = torch.view_as_real(z)
-        r = v[..., 0].square().addcmul_(v[..., 1], v[..., 1]).sqrt_()
+        r = magnitude(z)
         ctx.save_for_backward(z, r)
         return r
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         z, r = ctx.saved_tensors
+        floor = modulus_floor(r.dtype)
         if not torch.is_grad_enabled():
             # First derivative only: z / max(|z|, floor) is already 0 where z = 0.
-            scale = grad / r.clamp_min(torch.finfo(r.dtype).tiny ** 0.25)
+            scale = grad / r.clamp_min(floor)
             return torch.view_as_complex(torch.view_as_real(z) * scale.unsqueeze(-1))
         # d|z|/dz = z / |z|, taken as 0 at z = 0. The second derivative grows
-        # like 1/|z|^2: flooring |z| at tiny^(1/4) (1e-10 in float32, 1e-77 in
-        # float64, where magnitudes are rounding noise) keeps it finite, and
-        # the where makes it 0 at z = 0, not NaN.
-        floor = torch.finfo(r.dtype).tiny ** 0.25
+        # like 1/|z|^2: the floor keeps it finite, and the where makes it 0 at
+        # z = 0, not NaN.
         scale = (grad / r.clamp_min(floor)).masked_fill_(r == 0, 0.0)
         return torch.view_as_complex(torch.view_as_real(z) * scale.unsqueeze(-1))
 
@@ -40,11 +71,8 @@ class _Modulus(torch.autograd.Function):
 class _RealFFT(torch.autograd.Function):
     """``torch.fft.rfft`` along the last axis, with a backward that stays real and half-sized.
 
-    With ``G`` the gradient of the half spectrum, the gradient of the signal is
-    ``u_grad[t] = Re(sum_k G[k] exp(2i pi k t / n))`` over the kept bins
-    ``k = 0 .. n/2``, i.e. ``n * irfft(H)`` with ``H = G`` halved except at
-    ``k = 0`` and ``k = n/2``. The generic backward instead builds a full
-    complex spectrum of zeros and runs a complex inverse FFT.
+    The backward is :func:`rfft_adjoint`; the generic one instead builds a
+    full complex spectrum of zeros and runs a complex inverse FFT.
     """
 
     @staticmethod
@@ -54,14 +82,7 @@ class _RealFFT(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
-        n = ctx.n
-        weights = torch.full((grad.shape[-1],), 0.5 * n, dtype=grad.real.dtype, device=grad.device)
-        weights[0] = n
-        if n % 2 == 0:
-            weights[-1] = n
-        # Scaling on the (re, im) view avoids promoting the weights to complex.
-        scaled = torch.view_as_complex(torch.view_as_real(grad.contiguous()) * weights[:, None])
-        return torch.fft.irfft(scaled, n=n)
+        return rfft_adjoint(grad, ctx.n)
 
 
 def rfft(u: Tensor) -> Tensor:

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from .filters import ALPHA, Filter
-from .morlet import morlet_unnormalized, periods
+from .morlet import l1_norm, morlet_unnormalized, periods
 from .ops import frequential_operator
 
 #: Width (in initial bandwidths) of the frozen support on each side of a filter's initial centre.
@@ -62,6 +62,10 @@ def _squash(u: Tensor) -> Tensor:
 def _soft_min(u: Tensor, v: Tensor, p: float = 8.0) -> Tensor:
     """(u^-p + v^-p)^(-1/p): below min(u, v) for positive u, v, and smooth."""
     return (u.pow(-p) + v.pow(-p)).pow(-1.0 / p)
+
+
+def _l1_norms(spectra: Sequence[Tensor]) -> Tensor:
+    return torch.stack([l1_norm(h) for h in spectra])
 
 
 def _unsquash(s: Tensor) -> Tensor:
@@ -134,10 +138,10 @@ class LearnableFilterbank(nn.Module):
         self.n_padded, self.n_fr_padded, self.n_in = jtfs.n_padded, jtfs.n_fr_padded, len(psi1)
         self.k_fr = list(jtfs.k_fr)
         full1, full2 = self._designs(psi1, self.n_padded), self._designs(psi2, self.n_padded)
-        self.register_buffer("norm1", torch.stack([torch.fft.ifft(h).abs().sum() for h in full1]), persistent=False)
-        self.register_buffer("norm2", torch.stack([torch.fft.ifft(h).abs().sum() for h in full2]), persistent=False)
+        self.register_buffer("norm1", _l1_norms(full1), persistent=False)
+        self.register_buffer("norm2", _l1_norms(full2), persistent=False)
         # Spin +1 then spin -1: a mirrored filter's discrete norm differs from its twin's in the last digits.
-        self.register_buffer("norm_fr", self._norms(psi_fr[1:], self.n_fr_padded), persistent=False)
+        self.register_buffer("norm_fr", _l1_norms(self._designs(psi_fr[1:], self.n_fr_padded)), persistent=False)
         #: bank entry -> (family, first filter, last filter + 1, level k)
         self.entries: Dict[str, tuple] = {}
         for g, (k1, start, end) in enumerate(jtfs.groups):
@@ -168,11 +172,6 @@ class LearnableFilterbank(nn.Module):
         """Each initial filter on the n bins, before normalisation."""
         return [morlet_unnormalized(torch.arange(n), n, torch.tensor(float(f.xi), dtype=torch.float64),
                                     torch.tensor(f.sigma, dtype=torch.float64), periods(f.sigma)) for f in filters]
-
-    @staticmethod
-    def _norms(filters: Sequence[Filter], n: int) -> Tensor:
-        """Each filter's L1 norm in time before normalisation, from its initial design (frozen)."""
-        return torch.stack([torch.fft.ifft(h).abs().sum() for h in LearnableFilterbank._designs(filters, n)])
 
     def _family(self, name: str):
         family = getattr(self, name)
@@ -214,8 +213,7 @@ class LearnableFilterbank(nn.Module):
             family, norms = self._family(name)
             norms = norms[: len(family.periods)]
             xi, sigma = family()
-            exact = torch.stack([torch.fft.ifft(morlet_unnormalized(torch.arange(n), n, xi[i], sigma[i],
-                                                                    family.periods[i])).abs().sum()
-                                 for i in range(len(norms))])
+            exact = _l1_norms([morlet_unnormalized(torch.arange(n), n, xi[i], sigma[i], family.periods[i])
+                               for i in range(len(norms))])
             out[name] = (norms / exact - 1).abs().detach()
         return out

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .ops import modulus
+from .ops import magnitude, modulus, modulus_floor
 
 #: Complex elements of one block of ``W Y`` (batch x rows x block length): about 2 MB in complex64.
 BLOCK_ELEMENTS = 2**18
@@ -41,11 +41,6 @@ def _definition(y: Tensor, w: Tensor, a: Tensor) -> Tensor:
     return torch.matmul(modulus(torch.matmul(w, y)), a)
 
 
-def _magnitude(z: Tensor) -> Tensor:
-    v = torch.view_as_real(z)
-    return v[..., 0].square().addcmul_(v[..., 1], v[..., 1]).sqrt_()
-
-
 class _StreamedModulusAverage(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: Tensor, w: Tensor, a: Tensor) -> Tensor:
@@ -53,7 +48,7 @@ class _StreamedModulusAverage(torch.autograd.Function):
         step = _block_length(batch, w.shape[0], length)
         out = a.new_zeros(batch, w.shape[0], a.shape[-1])
         for s in range(0, length, step):
-            out.baddbmm_(_magnitude(torch.matmul(w, y[..., s : s + step])), a[s : s + step].expand(batch, -1, -1))
+            out.baddbmm_(magnitude(torch.matmul(w, y[..., s : s + step])), a[s : s + step].expand(batch, -1, -1))
         ctx.save_for_backward(y, w, a)
         ctx.step = step
         return out
@@ -68,14 +63,14 @@ class _StreamedModulusAverage(torch.autograd.Function):
                 out = _definition(y, w, a)
             grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=torch.is_grad_enabled()))
             return tuple(next(grads) if wanted else None for wanted in ctx.needs_input_grad)
-        floor = torch.finfo(a.dtype).tiny ** 0.25
+        floor = modulus_floor(a.dtype)
         g_y = torch.empty_like(y) if wants_y else None
         g_w = torch.zeros_like(w) if wants_w else None
         w_h = w.conj().transpose(0, 1)
         for s in range(0, y.shape[-1], ctx.step):
             y_block = y[..., s : s + ctx.step]
             z = torch.matmul(w, y_block)
-            scale = torch.matmul(grad, a[s : s + ctx.step].transpose(0, 1)).div_(_magnitude(z).clamp_min_(floor))
+            scale = torch.matmul(grad, a[s : s + ctx.step].transpose(0, 1)).div_(magnitude(z).clamp_min_(floor))
             g_z = torch.view_as_complex(torch.view_as_real(z).mul_(scale.unsqueeze(-1)))
             if wants_y:
                 g_y[..., s : s + ctx.step] = torch.matmul(w_h, g_z)

@@ -403,7 +403,6 @@ class JTFS(nn.Module):
                 out[c] = self._frequency_average(z, [self.spin[n_fr]], self.k_fr[n_fr])
         return torch.cat([out[c] for c in channels], dim=1)
 
-
     def check_idx(self, idx) -> int:
         """Validate a path index (int or 1-element tensor) and return it as an int."""
         return check_path_index(idx, self.n_paths)

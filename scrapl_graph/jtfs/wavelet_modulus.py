@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .ops import modulus, rfft
+from .ops import magnitude, modulus, modulus_floor, rfft, rfft_adjoint
 
 
 def _forward(x_half: Tensor, idx: Tensor, val: Tensor, m: int) -> Tensor:
@@ -36,15 +36,6 @@ def _forward(x_half: Tensor, idx: Tensor, val: Tensor, m: int) -> Tensor:
     selected = torch.view_as_real(x_half.index_select(-1, idx))
     band = torch.view_as_complex((selected * val).contiguous())
     return rfft(modulus(torch.fft.ifft(band, n=m)))
-
-
-def _rfft_adjoint(grad: Tensor, n: int) -> Tensor:
-    """Gradient of a real signal of length n from the gradient of its half spectrum (see ``ops._RealFFT``)."""
-    weights = torch.full((grad.shape[-1],), 0.5 * n, dtype=grad.real.dtype, device=grad.device)
-    weights[0] = n
-    if n % 2 == 0:
-        weights[-1] = n
-    return torch.fft.irfft(torch.view_as_complex(torch.view_as_real(grad.contiguous()) * weights[:, None]), n=n)
 
 
 class _WaveletModulus(torch.autograd.Function):
@@ -57,7 +48,7 @@ class _WaveletModulus(torch.autograd.Function):
         torch.mul(selected, val, out=y_real[..., :length, :])
         y_real[..., length:, :].zero_()
         y = torch.fft.ifft(y)
-        r = modulus(y)
+        r = magnitude(y)
         ctx.save_for_backward(x_half, idx, val)
         # Kept off save_for_backward: the first backward overwrites y with its gradient (one buffer fewer).
         ctx.y, ctx.r, ctx.m = y, r, m
@@ -79,7 +70,7 @@ class _WaveletModulus(torch.autograd.Function):
             grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=create_graph))
             return (next(grads) if wants_x else None), None, (next(grads) if wants_val else None), None
         # d|y|/dy = y / |y|; a floored |y| makes it 0 (not NaN) where y = 0.
-        scale = _rfft_adjoint(grad, ctx.m).div_(r.clamp_min_(torch.finfo(r.dtype).tiny ** 0.25))
+        scale = rfft_adjoint(grad, ctx.m).div_(r.clamp_min_(modulus_floor(r.dtype)))
         g_y = torch.view_as_complex(torch.view_as_real(y).mul_(scale.unsqueeze(-1)))
         g_band = torch.view_as_real(torch.fft.fft(g_y, norm="forward"))[..., : val.shape[1], :]
         g_x = g_val = None
