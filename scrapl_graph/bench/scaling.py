@@ -57,9 +57,9 @@ def scaling_rows(settings: Sequence[Tuple[int, int]] = SETTINGS, device: str = "
         idxs = list(range(0, scrapl.n_paths, path_stride))
         scrapl_ms = 1000 * statistics.median(time_step(lambda i=i: step(scrapl, path_idx=i), dev, repeats)
                                              for i in idxs)
-        peaks = (fresh_peak("mss", n, batch, device), fresh_peak("scrapl", n, batch, device, idxs=(0,)))
-        rows.append(ScalingRow(batch, n, mss_ms, scrapl_ms, *(peaks if memory else (float("nan"),) * 2),
-                               padded=scrapl.jtfs_for(n).n_padded))
+        peaks = ((fresh_peak("mss", n, batch, device), fresh_peak("scrapl", n, batch, device, idxs=(0,)))
+                 if memory else (float("nan"), float("nan")))
+        rows.append(ScalingRow(batch, n, mss_ms, scrapl_ms, *peaks, padded=scrapl.jtfs_for(n).n_padded))
     return rows
 
 

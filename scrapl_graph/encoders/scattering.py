@@ -47,7 +47,7 @@ class ScatteringEncoder(nn.Module):
                  eps: float = 1e-3):
         super().__init__()
         self.n_theta = as_n_theta(n_theta)
-        self.jtfs = JTFS(n_samples, J, Q1, Q2, J_fr, Q_fr, T=T, F=F, learnable=learnable if isinstance(learnable, bool) else tuple(learnable))
+        self.jtfs = JTFS(n_samples, J, Q1, Q2, J_fr, Q_fr, T=T, F=F, learnable=learnable)
         if paths == "all":
             self.path_idxs = list(range(self.jtfs.n_paths))
         elif paths == "none":

@@ -130,11 +130,11 @@ class _EagerChunkedLoss(torch.autograd.Function):
         inputs = spectra + list(tensors[n_spectra:])
         grads = [torch.zeros_like(t) for t in inputs]
         total = tensors[0].real.new_zeros(())
+        # Filters' graphs shared by every chunk (the target's scalogram) must outlive one chunk.
+        retain = len(inputs) > n_spectra
         with torch.enable_grad():
             for idxs in chunks:
                 value = chunk_loss(idxs, spectra)
-                # Filters' graphs shared by every chunk (the target's scalogram) must outlive one chunk.
-                retain = len(inputs) > n_spectra
                 for g, d in zip(grads, torch.autograd.grad(value, inputs, allow_unused=True, retain_graph=retain)):
                     if d is not None:
                         g.add_(d)
