@@ -155,9 +155,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.learnable:
         from .bench.learnable import learnable_overhead
 
-        fixed, learnable, ratio = learnable_overhead(args.n, args.batch, args.device)
-        print(f"\nsingle-path step, fixed filters {fixed:.1f} ms, learnable {learnable:.1f} ms "
-              f"(median ratio over paths {ratio:.2f}x)")
+        print("\n" + learnable_overhead(args.n, args.batch, args.device).describe())
     if args.scaling:
         from .bench.scaling import scaling_rows, scaling_table
 

@@ -175,5 +175,7 @@ def test_learnable_overhead_times_both_transforms(monkeypatch):
     from scrapl_graph.bench import learnable
 
     monkeypatch.setattr(learnable, "PAPER_CONFIG", dict(J=5, Q1=2, Q2=1, J_fr=1, Q_fr=1))
-    fixed, regenerated, ratio = learnable.learnable_overhead(n=1024, batch=1, path_stride=3, repeats=1)
-    assert fixed > 0 and regenerated > 0 and ratio > 0
+    cost = learnable.learnable_overhead(n=1024, batch=1, path_stride=3, repeats=1)
+    assert min(cost.fixed_ms, cost.regeneration_ms, cost.fixed_loss_ms, cost.trained_ms) > 0
+    assert cost.regeneration_ratio > 0 and cost.trained_ratio > 0
+    assert "fixed filters" in cost.describe()

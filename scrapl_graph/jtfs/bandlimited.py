@@ -56,7 +56,9 @@ class BandLimitedBank(nn.Module):
         keep = keep[np.argsort(keep % m, kind="stable")]
         mirrored = keep > n // 2
         half_idx = np.where(mirrored, n - keep, keep)
-        values = filters[:, keep] / factor
+        # A bin kept for one filter of the batch holds the others' far tails: zero those below REL_TOL of
+        # their own filter's peak, which would otherwise be denormal in float32 (slow arithmetic on CPUs).
+        values = np.where(np.abs(filters[:, keep]) > REL_TOL * peak, filters[:, keep], 0.0) / factor
         # (re, im) multipliers: conj(X[n - k]) * h = (re * h, -im * h).
         values = np.stack([values, np.where(mirrored, -values, values)], axis=-1)
         self.register_buffer(f"{name}_idx", torch.as_tensor(half_idx, dtype=torch.long), persistent=False)

@@ -36,6 +36,7 @@ and the sampling; ``normalisation_drift`` measures it.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Dict, List, Optional, Sequence
 
@@ -45,6 +46,7 @@ from torch import Tensor, nn
 from .filters import ALPHA, Filter
 from .morlet import l1_norm, morlet_unnormalized, periods
 from .ops import frequential_operator
+from .taps import TapTerms
 
 #: Width (in initial bandwidths) of the frozen support on each side of a filter's initial centre.
 SUPPORT_WIDTH = 7.0
@@ -79,11 +81,12 @@ class MorletFamily(nn.Module):
     Args:
         filters: the family's initial filters, ordered by decreasing centre
             frequency (absolute value: spin -1 wavelets mirror spin +1 ones).
+        n_grid: the number of bins the filters are designed on.
         analytic: also keep ``xi - alpha sigma > 0`` (frequential wavelets).
         trainable: whether the optimizer may move this family.
     """
 
-    def __init__(self, filters: Sequence[Filter], analytic: bool = False, trainable: bool = True):
+    def __init__(self, filters: Sequence[Filter], n_grid: int, analytic: bool = False, trainable: bool = True):
         super().__init__()
         xi0 = torch.tensor([abs(f.xi) for f in filters], dtype=torch.float64)
         sigma0 = torch.tensor([f.sigma for f in filters], dtype=torch.float64)
@@ -105,6 +108,7 @@ class MorletFamily(nn.Module):
         self.raw_xi = nn.Parameter(_unsquash((xi0 - lo) / (hi - lo)), requires_grad=trainable)
         self.raw_sigma = nn.Parameter(_unsquash(sigma0 / self._sigma_max(xi0)), requires_grad=trainable)
         self.periods = [periods(f.sigma) for f in filters]
+        self.n_grid = n_grid
 
     def _sigma_max(self, xi: Tensor) -> Tensor:
         return _soft_min(xi - self.s_lo, self.s_hi - xi) / self.alpha
@@ -132,10 +136,11 @@ class LearnableFilterbank(nn.Module):
         if unknown:
             raise ValueError(f"learnable families must be among {FAMILIES}, got {sorted(unknown)}")
         self.n_positive = (len(psi_fr) - 1) // 2
-        self.psi1 = MorletFamily(psi1, trainable="psi1" in trainable)
-        self.psi2 = MorletFamily(psi2, trainable="psi2" in trainable)
-        self.psi_fr = MorletFamily(psi_fr[1 : 1 + self.n_positive], analytic=True, trainable="psi_fr" in trainable)
         self.n_padded, self.n_fr_padded, self.n_in = jtfs.n_padded, jtfs.n_fr_padded, len(psi1)
+        self.psi1 = MorletFamily(psi1, self.n_padded, trainable="psi1" in trainable)
+        self.psi2 = MorletFamily(psi2, self.n_padded, trainable="psi2" in trainable)
+        self.psi_fr = MorletFamily(psi_fr[1 : 1 + self.n_positive], self.n_fr_padded, analytic=True,
+                                   trainable="psi_fr" in trainable)
         self.k_fr = list(jtfs.k_fr)
         full1, full2 = self._designs(psi1, self.n_padded), self._designs(psi2, self.n_padded)
         self.register_buffer("norm1", _l1_norms(full1), persistent=False)
@@ -150,22 +155,45 @@ class LearnableFilterbank(nn.Module):
             if name.startswith("psi2_"):
                 n2, k1 = (int(v) for v in name.split("_")[1:])
                 self.entries[name] = ("psi2", n2, n2 + 1, k1)
-        #: (entry, filter) -> (full-grid bins evaluated, their positions among the entry's stored bins)
-        self.taps: Dict[tuple, tuple] = {}
+        # Each entry's stored bins, evaluated as Gaussian terms (see .taps): one evaluation for all
+        # first-order entries (every path needs them), one per second-order entry.
+        psi1_taps, self.offsets, size = [], {}, 0
+        psi2_terms = {}
         for name, (family_name, start, end, k) in self.entries.items():
-            full = full1 if family_name == "psi1" else full2
-            keep = getattr(jtfs.bank, f"{name}_keep")
-            # The filter at level k is the full filter summed over its 2^k blocks of n / 2^k bins; only
-            # the bins where the initial filter exceeds TAP_TOL of its peak are evaluated again.
-            bins = keep[:, None] + jtfs.bank.length(name) * torch.arange(2**k)
-            for i in range(start, end):
-                values = full[i][bins].abs()
-                rows, blocks = torch.nonzero(values > TAP_TOL * full[i].abs().max(), as_tuple=True)
-                self.taps[(name, i)] = (bins[rows, blocks], rows)
+            taps, n_kept = self._entry_taps(jtfs.bank, name, start, end, k, full1 if family_name == "psi1" else full2)
+            if family_name == "psi1":
+                self.offsets[name] = (size, end - start, n_kept)
+                psi1_taps += [(f, bins, size + dst) for f, bins, dst in taps]
+                size += (end - start) * n_kept
+            else:
+                psi2_terms[name] = self._terms(self.psi2, taps, (end - start) * n_kept)
+        self.psi1_terms = self._terms(self.psi1, psi1_taps, size)
+        self.psi2_terms = nn.ModuleDict(psi2_terms)
         # The transform's bank, not registered here (it belongs to the transform).
         object.__setattr__(self, "bank", jtfs.bank)
         jtfs.bank.source = self.bank_values
         object.__setattr__(self, "_operator_dtype", lambda: jtfs.dtype)
+        self._sharing, self._memo = 0, {}
+
+    @staticmethod
+    def _entry_taps(bank, name: str, start: int, end: int, k: int, full: List[Tensor]):
+        """Per filter of a bank entry: (its index, the full-grid bins evaluated, their flat positions in the entry)."""
+        keep = getattr(bank, f"{name}_keep")
+        # The filter at level k is the full filter summed over its 2^k blocks of n / 2^k bins; only
+        # the bins where the initial filter exceeds TAP_TOL of its peak are evaluated again.
+        bins = keep[:, None] + bank.length(name) * torch.arange(2**k)
+        taps = []
+        for row, i in enumerate(range(start, end)):
+            values = full[i][bins].abs()
+            kept, blocks = torch.nonzero(values > TAP_TOL * full[i].abs().max(), as_tuple=True)
+            taps.append((i, bins[kept, blocks], row * keep.shape[0] + kept))
+        return taps, keep.shape[0]
+
+    @staticmethod
+    def _terms(family: "MorletFamily", taps, size: int) -> TapTerms:
+        # sigma <= soft-min(xi - S_lo, S_hi - xi) / alpha <= (S_hi - S_lo) / (2 alpha), whatever the parameters.
+        sigma_max = (family.s_hi - family.s_lo) / (2 * family.alpha)
+        return TapTerms(taps, family.n_grid, family.periods, family.lo, family.hi, sigma_max, size)
 
     @staticmethod
     def _designs(filters: Sequence[Filter], n: int) -> List[Tensor]:
@@ -177,26 +205,61 @@ class LearnableFilterbank(nn.Module):
         family = getattr(self, name)
         return family, {"psi1": self.norm1, "psi2": self.norm2, "psi_fr": self.norm_fr}[name]
 
+    @contextlib.contextmanager
+    def shared(self):
+        """Within this context, regenerated values are computed once and shared by every call.
+
+        A loss wraps the estimate and the target of one step in it: both read
+        the same filters, whose parameters cannot change in between. Outside
+        it every call regenerates (parameters may have moved in place).
+        """
+        self._sharing += 1
+        try:
+            yield self
+        finally:
+            self._sharing -= 1
+            if not self._sharing:
+                self._memo = {}
+
+    def _memoized(self, key, compute):
+        if not self._sharing:
+            return compute()
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def _first_order(self) -> Dict[str, Tensor]:
+        xi, sigma = self.psi1()
+        flat = self.psi1_terms(xi, sigma, self.norm1, self.bank_dtype)
+        packed = {}
+        for name, (offset, n_filters, n_kept) in self.offsets.items():
+            packed[name] = self.bank.pack(name, flat[offset : offset + n_filters * n_kept].view(n_filters, n_kept))
+        return packed
+
+    def _second_order(self, name: str) -> Tensor:
+        xi, sigma = self.psi2()
+        flat = self.psi2_terms[name](xi, sigma, self.norm2, self.bank_dtype)
+        return self.bank.pack(name, flat.view(1, -1))
+
+    @property
+    def bank_dtype(self) -> torch.dtype:
+        return self._operator_dtype()
+
     def bank_values(self, name: str) -> Optional[Tensor]:
         """Regenerated (re, im) multipliers of a bank entry (None for the fixed low-passes)."""
-        if name not in self.entries:
-            return None
-        family_name, start, end, k = self.entries[name]
-        family, norms = self._family(family_name)
-        xi, sigma = family()
-        n_kept = getattr(self.bank, f"{name}_keep").shape[0]
-        dtype = getattr(self.bank, f"{name}_val").dtype
-        rows = []
-        for i in range(start, end):
-            src, dst = (t.to(xi.device) for t in self.taps[(name, i)])
-            h = morlet_unnormalized(src, self.n_padded, xi[i], sigma[i], family.periods[i], dtype) / norms[i].to(dtype)
-            rows.append(h.new_zeros(n_kept).index_add(0, dst, h))
-        return self.bank.pack(name, torch.stack(rows))
+        if name in self.offsets:
+            return self._memoized("psi1", self._first_order)[name]
+        if name in self.psi2_terms:
+            return self._memoized(name, lambda: self._second_order(name))
+        return None
 
     def frequential(self, n_fr: int) -> Optional[Tensor]:
         """Regenerated operator (n_out, n_in, 2) of frequential filter ``n_fr`` (None for the spin-0 low-pass)."""
         if n_fr == 0:
             return None
+        return self._memoized(("psi_fr", n_fr), lambda: self._frequential(n_fr))
+
+    def _frequential(self, n_fr: int) -> Tensor:
         i = (n_fr - 1) % self.n_positive
         spin = 1 if n_fr <= self.n_positive else -1
         xi, sigma = self.psi_fr()

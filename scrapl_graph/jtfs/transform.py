@@ -16,6 +16,7 @@ scale is applied in one batched product.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -190,6 +191,10 @@ class JTFS(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.psi_fr_0.device
+
+    def shared_filters(self):
+        """Context in which learnable filters are regenerated once and shared by every call (a no-op when fixed)."""
+        return self.filterbank.shared() if self.filterbank is not None else contextlib.nullcontext()
 
     def _prepare(self, x: Tensor) -> Tuple[Tensor, Tuple[int, ...]]:
         x = check_real_float(x, "x")

@@ -83,8 +83,11 @@ class JTFSLoss(nn.Module):
         """Loss between estimate ``x`` and target ``x_target``, both (batch, channels, samples)."""
         batch, n = check_pair(x, x_target, self.transforms.device, check_values=self.transforms.check_values)
         jtfs = self.transforms.get(n, x.dtype)
-        x = x.reshape(batch, n)
-        x_target = x_target.reshape(batch, n)
+        with jtfs.shared_filters():  # estimate and target read the same regenerated filters
+            return self._loss(jtfs, x.reshape(batch, n), x_target.reshape(batch, n))
+
+    def _loss(self, jtfs: JTFS, x: Tensor, x_target: Tensor) -> Tensor:
+        batch = x.shape[0]
         filters = [p for p in jtfs.parameters() if p.requires_grad] if torch.is_grad_enabled() else []
         with torch.set_grad_enabled(bool(filters)):  # the target depends on learnable filters too
             target_spectra, _ = jtfs.scalogram_spectra(x_target)

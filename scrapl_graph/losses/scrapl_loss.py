@@ -92,7 +92,9 @@ class SCRAPLLoss(nn.Module):
         optimizer: what :meth:`make_optimizer` (a run's default) makes: ``"pathwise"``
             (P-Adam/P-SAGA, Algorithm 1) or ``"adam"`` (one Adam state for all paths; needs both off).
         cache_target: reuse a target's path coefficients while the same target
-            tensor (same object, unmodified) is passed again.
+            tensor (same object, unmodified) is passed again (never while learnable filters train).
+        learnable: wavelet families with trainable centre frequencies and bandwidths
+            (``True``: all; see :mod:`scrapl_graph.jtfs.parametric`): one transform, one length.
         check_values: the NaN/Inf check of inputs (None: on CPU only; see
             :mod:`scrapl_graph.checks`).
 
@@ -114,7 +116,7 @@ class SCRAPLLoss(nn.Module):
                  eps: float = 1e-12, p_adam_b1: float = 0.9, p_adam_b2: float = 0.999, p_adam_eps: float = 1e-8,
                  paths_per_step: int = 1, cache_target: bool = True, check_values: Optional[bool] = None,
                  first_order_share: Union[None, float, str] = None, theta_weights: Optional[Sequence[float]] = None,
-                 optimizer: str = "pathwise"):
+                 optimizer: str = "pathwise", learnable=()):
         super().__init__()
         check_config(use_p_adam, use_rho_log1p, grad_mult, n_theta, min_prob_frac, paths_per_step, use_p_saga,
                      p, (p_adam_b1, p_adam_b2), optimizer)
@@ -128,7 +130,7 @@ class SCRAPLLoss(nn.Module):
         self.p_adam_b1, self.p_adam_b2, self.p_adam_eps = p_adam_b1, p_adam_b2, p_adam_eps
         self.paths_per_step, self.cache_target = int(paths_per_step), cache_target
 
-        self.transforms = TransformCache(self.jtfs_config, shape, check_values)
+        self.transforms = TransformCache(dict(self.jtfs_config, learnable=learnable), shape, check_values)
         # The path set does not depend on the length: any valid length gives it.
         layout = self.transforms.get(shape) if shape is not None else JTFS(max(2**J, T if isinstance(T, int) else 0),
                                                                              **self.jtfs_config)
@@ -254,8 +256,10 @@ class SCRAPLLoss(nn.Module):
         batch, n = check_pair(x, x_target, self.transforms.device, check_values=self.transforms.check_values)
         jtfs = self.transforms.get(n, x.dtype)
         idxs = self._choose_paths(seed, path_idx, x.device)
-        S = self.path_set.coefficients(jtfs, x.reshape(batch, n), idxs)
-        S_target = self.target_cache.coefficients(jtfs, x_target, x_target.reshape(batch, n), idxs, self.cache_target)
+        with jtfs.shared_filters():  # estimate and target read the same regenerated filters
+            S = self.path_set.coefficients(jtfs, x.reshape(batch, n), idxs)
+            S_target = self.target_cache.coefficients(jtfs, x_target, x_target.reshape(batch, n), idxs,
+                                                      self.cache_target)
         log1p_eps = self.log1p_eps if self.use_rho_log1p else None
         loss = self.path_set.distances(S, S_target, idxs, self.p, log1p_eps).mean()
         self.curr_path_idx, self.curr_path_idxs = idxs[0], idxs

@@ -128,17 +128,21 @@ class TargetCache:
 
     def coefficients(self, jtfs: JTFS, x_target: Tensor, flat: Tensor, idxs: Sequence[int],
                      enabled: bool = True) -> List[Tensor]:
-        """The target's blocks for ``idxs`` (as :meth:`ScraplPathSet.coefficients`), without gradient.
+        """The target's blocks for ``idxs`` (as :meth:`ScraplPathSet.coefficients`), without gradient
+        to the target, but with gradient to the transform's trainable filters, if any (never cached then).
 
         Args:
             x_target: the target as passed to the loss (its identity is the cache key).
             flat: the same signals as (batch, N).
             enabled: False computes them afresh (and leaves the cache alone).
         """
+        if torch.is_grad_enabled() and any(p.requires_grad for p in jtfs.parameters()):
+            return self.path_set.coefficients(jtfs, flat.detach(), idxs)
         if not enabled or x_target.is_inference():  # inference tensors have no version counter
             with torch.no_grad():
                 return self.path_set.coefficients(jtfs, flat, idxs)
-        key = (x_target._version, jtfs.N, flat.device, flat.dtype)
+        # Learnable filters moved by an optimizer step make cached coefficients stale.
+        key = (x_target._version, jtfs.N, flat.device, flat.dtype, tuple(p._version for p in jtfs.parameters()))
         if self._ref is None or self._ref() is not x_target or self._key != key:
             self._ref, self._key, self._coefs = weakref.ref(x_target), key, {}
         missing = sorted({i for i in idxs if i not in self._coefs})
