@@ -103,3 +103,17 @@ def test_learnable_scrapl_holds_one_transform_and_trains_with_the_pathwise_optim
     assert any(not torch.equal(p, s) for p, s in zip(loss.parameters(), start))
     with pytest.raises(ValueError, match="one parameter set"):
         loss(x.double(), y.double())
+
+
+def test_batched_gradients_through_learnable_filters_match_row_by_row():
+    # theta-IS differentiates through a learnable scattering encoder with batched gradients (vmap).
+    jtfs = JTFS(512, J=4, Q1=2, Q2=1, J_fr=1, Q_fr=1, dtype=torch.float64, learnable=True)
+    x = torch.randn(2, 512, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    out = jtfs.paths_coefficients(x, [0, 3, 5])
+    params = list(jtfs.parameters())
+    rows = torch.randn((3,) + out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    batched = torch.autograd.grad(out, params, rows, is_grads_batched=True, retain_graph=True)
+    for k in range(3):
+        single = torch.autograd.grad(out, params, rows[k], retain_graph=True)
+        for b, s in zip(batched, single):
+            torch.testing.assert_close(b[k], s)

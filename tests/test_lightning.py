@@ -69,6 +69,7 @@ def test_test_results_file(tmp_path):
     assert results["n_examples"] == 4
     assert results["theta_l1"] == pytest.approx(logged["test/theta_l1"], rel=1e-5)
     assert set(results) >= {"loss", "mss", "jtfs", "theta_l1", "theta_l1/chirplet[0].theta_fm[0]"}
+    assert results["encoder_weights"] == sum(p.numel() for p in model.encoder.parameters())
 
 
 def test_linear_learning_rate_decay(tmp_path):

@@ -49,10 +49,14 @@ def test_a_missing_lightning_extra_is_named(monkeypatch, capsys):
 
 def _fake_run(folder, theta_l1, seconds):
     folder.mkdir(parents=True)
-    (folder / "test_results.json").write_text(json.dumps({"theta_l1": theta_l1, "theta_l1/a": theta_l1, "mss": 1.0}))
+    (folder / "test_results.json").write_text(json.dumps({"theta_l1": theta_l1, "theta_l1/a": theta_l1, "mss": 1.0,
+                                                          "encoder_weights": 1000}))
     with open(folder / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["epoch", "step", "val/theta_l1", "val/elapsed_s"])
+        writer = csv.DictWriter(f, ["epoch", "step", "val/theta_l1", "val/elapsed_s", "time/elapsed_s"])
         writer.writeheader()
+        for step in range(4):  # training steps 0.125 s apart, then a long validation gap
+            writer.writerow({"epoch": 0, "step": step, "time/elapsed_s": 1.0 + 0.125 * step})
+        writer.writerow({"epoch": 0, "step": 4, "time/elapsed_s": 9.0})
         writer.writerow({"epoch": 0, "step": 5, "val/theta_l1": 2 * theta_l1, "val/elapsed_s": seconds / 2})
         writer.writerow({"epoch": 1, "step": 10, "val/theta_l1": theta_l1, "val/elapsed_s": seconds})
 
@@ -66,6 +70,8 @@ def test_reproduction_table_has_mean_and_95_percent_interval(tmp_path):
     assert mean == 110.0 and half == pytest.approx(4.303 * 10 / 3 ** 0.5, rel=1e-3)  # t(0.975, 2) = 4.303
     assert f"{mean:.4g} ± {half:.2g}" in table and "220 ± " in table
     assert os.path.isfile(tmp_path / "curves.png") and os.path.isfile(tmp_path / "results.csv")
+    assert "step_ms" in table and "125 ± 0" in table  # the median step, not the validation gap
+    assert "encoder_weights" in table and "1000 ± 0" in table
     assert reproduce.confidence_interval([5.0]) == (5.0, 0.0)
 
 

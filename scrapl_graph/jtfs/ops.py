@@ -15,6 +15,16 @@ def magnitude(z: Tensor) -> Tensor:
     return v[..., 0].square().addcmul_(v[..., 1], v[..., 1]).sqrt_()
 
 
+def is_batched(t: Tensor) -> bool:
+    """Whether ``t`` is a vmapped tensor (batched gradients, ``is_grads_batched=True``: theta-IS).
+
+    The fused backward passes write into buffers they allocate themselves, which vmap refuses
+    when the incoming gradient is batched: they then differentiate their composed definition.
+    """
+    functorch = torch._C._functorch
+    return functorch.is_batchedtensor(t) or functorch.is_legacy_batchedtensor(t)
+
+
 def modulus_floor(dtype: torch.dtype) -> float:
     """Floor of |z| in d|z|/dz = z / |z|: tiny^(1/4), 1e-10 in float32 and 1e-77 in float64.
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .ops import magnitude, modulus, modulus_floor
+from .ops import is_batched, magnitude, modulus, modulus_floor
 
 #: Complex elements of one block of ``W Y`` (batch x rows x block length): about 2 MB in complex64.
 BLOCK_ELEMENTS = 2**18
@@ -57,7 +57,8 @@ class _StreamedModulusAverage(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         y, w, a = ctx.saved_tensors
         wants_y, wants_w, wants_a = ctx.needs_input_grad
-        if torch.is_grad_enabled() or wants_a:  # create_graph=True, or a trainable average: the definition
+        # create_graph=True, a trainable average or batched gradients: the definition.
+        if torch.is_grad_enabled() or wants_a or is_batched(grad):
             inputs = [t for t, wanted in zip((y, w, a), ctx.needs_input_grad) if wanted]
             with torch.enable_grad():
                 out = _definition(y, w, a)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .ops import magnitude, modulus, modulus_floor, rfft, rfft_adjoint
+from .ops import is_batched, magnitude, modulus, modulus_floor, rfft, rfft_adjoint
 
 
 def _forward(x_half: Tensor, idx: Tensor, val: Tensor, m: int) -> Tensor:
@@ -63,7 +63,7 @@ class _WaveletModulus(torch.autograd.Function):
         # create_graph=True, or a second backward (retain_graph=True) after y was overwritten:
         # differentiate the composed definition.
         create_graph = torch.is_grad_enabled()
-        if create_graph or y is None:
+        if create_graph or y is None or is_batched(grad):
             inputs = [t for t, wanted in ((x_half, wants_x), (val, wants_val)) if wanted]
             with torch.enable_grad():
                 out = _forward(x_half, idx, val, ctx.m)

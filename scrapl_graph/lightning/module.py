@@ -160,6 +160,7 @@ class SoundMatching(pl.LightningModule):
         """Write the test means (this process's share under DDP) to the run's log folder."""
         count = sum(self._test_sums.pop("_count", [])) or 1.0
         results = {key: sum(values) / count for key, values in self._test_sums.items()}
+        results["encoder_weights"] = sum(p.numel() for p in self.encoder.parameters() if p.requires_grad)
         folder = self.trainer.log_dir if self.trainer is not None else None
         if folder and self.trainer.is_global_zero:
             os.makedirs(folder, exist_ok=True)

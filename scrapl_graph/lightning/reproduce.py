@@ -12,7 +12,8 @@ the variants (each a list of LightningCLI arguments added to the task's)::
 Every (variant, seed) runs ``scrapl-graph fit`` then ``scrapl-graph test``
 on the last checkpoint in a process of its own, under ``<out>/<variant>/seed_<s>``.
 The results are ``results.md`` and ``results.csv`` (test theta L1 in permille
-per parameter and mean, audio distances and wall-clock time: mean and 95%
+per parameter and mean, audio distances, wall-clock time, the median
+training step time and the encoder's trainable weights: mean and 95%
 confidence interval over seeds, Student's t) and ``curves.png`` (validation
 theta L1 against steps and against wall-clock seconds, theta-IS warmup
 included: the paper's figure 2).
@@ -81,12 +82,24 @@ def _run_results(folder: str) -> Tuple[Dict[str, float], List[Dict[str, str]]]:
     with open(tests[0]) as f:
         results = json.load(f)
     rows: List[Dict[str, str]] = []
+    clock: Dict[int, float] = {}  # training step -> seconds of fitting when it was logged
     for metrics in glob.glob(os.path.join(folder, "**", "metrics.csv"), recursive=True):
         with open(metrics) as f:
-            rows.extend(r for r in csv.DictReader(f) if r.get("val/theta_l1"))
+            for r in csv.DictReader(f):
+                if r.get("val/theta_l1"):
+                    rows.append(r)
+                if r.get("time/elapsed_s") and r.get("step"):
+                    clock[int(r["step"])] = float(r["time/elapsed_s"])
     elapsed = [float(r["val/elapsed_s"]) for r in rows if r.get("val/elapsed_s")]
     results["wall_clock_s"] = max(elapsed) if elapsed else math.nan
+    results["step_ms"] = step_time_ms(clock)
     return results, rows
+
+
+def step_time_ms(clock: Mapping[int, float]) -> float:
+    """Median time between consecutive logged training steps (ms): warmup and validation gaps left out."""
+    gaps = sorted(1000 * (clock[s + 1] - clock[s]) for s in clock if s + 1 in clock)
+    return gaps[len(gaps) // 2] if gaps else math.nan
 
 
 def summarize(out: str, variants: Sequence[str], seeds: Sequence[int]) -> str:
@@ -94,7 +107,7 @@ def summarize(out: str, variants: Sequence[str], seeds: Sequence[int]) -> str:
     table, curves = {}, {}
     for name in variants:
         runs = [_run_results(os.path.join(out, name, f"seed_{s}")) for s in seeds]
-        keys = sorted(k for k in runs[0][0] if k.startswith("theta_l1") or k in ("jtfs", "mss", "wall_clock_s"))
+        keys = sorted(k for k in runs[0][0] if k.startswith("theta_l1") or k in ("jtfs", "mss", "wall_clock_s", "step_ms", "encoder_weights"))
         table[name] = {k: confidence_interval([r[0][k] for r in runs if k in r[0]]) for k in keys}
         curves[name] = [r[1] for r in runs]
     columns = sorted({k for row in table.values() for k in row})
