@@ -5,7 +5,7 @@ Subcommands: ``demo`` (the default: sound matching on a built-in target),
 ``bench`` (side-by-side timings), ``jtfs`` (inspect the JTFS of a built-in
 signal) and ``drums`` (the drum decay experiment,
 :mod:`scrapl_graph.experiments.drum_decay`); ``fit``, ``validate``, ``test``
-and ``reproduce`` belong to the training layer. Bad arguments or files give one line on stderr and exit code 2.
+``reproduce`` and ``step-times`` belong to the training layer. Bad arguments or files give one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
@@ -326,14 +326,17 @@ def run_lightning(argv: Optional[List[str]]) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "reproduce":
+    if argv and argv[0] in ("reproduce", "step-times"):
         try:
-            from .lightning.reproduce import main as reproduce
+            if argv[0] == "reproduce":
+                from .lightning.reproduce import main as command
+            else:
+                from .lightning.step_times import main as command
         except ImportError as err:
-            print(f"scrapl-graph reproduce: error: needs Lightning: pip install 'scrapl-graph[train]' ({err})",
+            print(f"scrapl-graph {argv[0]}: error: needs Lightning: pip install 'scrapl-graph[train]' ({err})",
                   file=sys.stderr)
             return 2
-        return reproduce(argv[1:])
+        return command(argv[1:])
     if argv and argv[0] == "drums":
         from .experiments.drum_decay import main as drums
 
