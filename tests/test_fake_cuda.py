@@ -109,6 +109,21 @@ def test_scrapl_cached_target_and_first_order_paths():
         assert all(p.grad.device == CUDA for p in model.parameters())
 
 
+def test_scrapl_step_with_learnable_filters():
+    model = _model()
+    loss = SCRAPLLoss(N, **TINY, learnable=True, use_p_adam=False, use_p_saga=False, optimizer="adam")
+    FakeCuda.on_host(loss.sampler, "draw")
+    with FakeCuda() as fake:
+        fake.to_cuda(model)
+        fake.to_cuda(loss)
+        y = torch.randn(2, 1, N, device=CUDA)
+        for idx in (0, loss.n_paths - 1):
+            loss(_audio(model), y, path_idx=idx).backward()
+        filters = [p for p in loss.parameters() if p.grad is not None]
+        assert filters and all(p.grad.device == CUDA for p in filters)
+        assert all(p.grad.device == CUDA for p in model.parameters())
+
+
 # The second setting averages over few frames: the time average is streamed as a matrix product.
 STREAMED_N, STREAMED = 1024, dict(J=6, Q1=2, Q2=1, J_fr=1, Q_fr=1)
 

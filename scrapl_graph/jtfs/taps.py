@@ -36,9 +36,8 @@ def _distance(a: Tensor, lo: float, hi: float) -> Tensor:
     return (lo - a).clamp_min(0) + (a - hi).clamp_min(0)
 
 
-def low_pass_correction(xi: Tensor, sigma: Tensor, periods: Tensor) -> Tensor:
-    """kappa_f = gabor_f(0) / low_f(0) of each filter (float64; see :mod:`.morlet`)."""
-    p_max = int(periods.max())
+def low_pass_correction(xi: Tensor, sigma: Tensor, periods: Tensor, p_max: int) -> Tensor:
+    """kappa_f = gabor_f(0) / low_f(0) of each filter (float64; see :mod:`.morlet`); ``p_max``: the largest P_f."""
     q = torch.arange(1 - p_max, p_max, dtype=torch.float64, device=xi.device)[:, None]
     weight = (q.abs() < periods).to(torch.float64)  # only the filter's own periods; the means share 2P-1
     gabor = (weight * torch.exp(-0.5 * ((q - xi) / sigma) ** 2)).sum(dim=0)
@@ -84,6 +83,7 @@ class TapTerms(nn.Module):
             self.register_buffer(f"{kind}_dst", torch.cat(dst) if dst else torch.zeros(0, dtype=torch.long),
                                  persistent=False)
         self.register_buffer("periods", torch.tensor(list(periods), dtype=torch.float64), persistent=False)
+        self.p_max = max(periods)  # kept on the host: no device read per call
 
     @property
     def n_terms(self) -> int:
@@ -92,7 +92,7 @@ class TapTerms(nn.Module):
     def forward(self, xi: Tensor, sigma: Tensor, norms: Tensor, dtype: torch.dtype) -> Tensor:
         """The flat output (``size``,) in ``dtype``: every tap's value, differentiable in xi and sigma (float64)."""
         scale = 1.0 / ((2 * self.periods - 1) * norms)
-        kappa = low_pass_correction(xi, sigma, self.periods)
+        kappa = low_pass_correction(xi, sigma, self.periods, self.p_max)
         out = torch.zeros(self.size, dtype=dtype, device=xi.device)
         for at, f, dst, centre, weight in ((self.gabor_at, self.gabor_filter, self.gabor_dst, xi, scale),
                                            (self.low_at, self.low_filter, self.low_dst, None, -kappa * scale)):
