@@ -99,9 +99,9 @@ def test_step_times_of_a_reproduction_config(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     tiny = ", ".join(a for a in TINY if a.startswith("--data"))
     spec.write_text(f"task: {CONFIGS / 'granular_cpu.yaml'}\nseeds: [0]\nvariants:\n"
-                    f"  scrapl: [{tiny}]\n"
+                    f"  p_loss: [--config, {CONFIGS / 'variants' / 'p_loss.yaml'}, {tiny}]\n"
                     f"  log_linear: [--config, {CONFIGS / 'variants' / 'mss_log_linear.yaml'}, {tiny}]\n")
     assert main(["step-times", str(spec), "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines()[1:]]
-    assert [r[0] for r in rows] == ["scrapl", "log_linear"] and all(float(r[1]) > 0 for r in rows)
+    assert [r[0] for r in rows] == ["p_loss", "log_linear"] and all(float(r[1]) > 0 for r in rows)
