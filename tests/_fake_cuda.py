@@ -140,6 +140,10 @@ def grad(outputs, inputs=None, grad_outputs=None, retain_graph=None, create_grap
                 outs = _drop_non_tensor_inputs(node, outs)
             for (child, k), g in zip(node.next_functions, outs):
                 if child is not None and g is not None:
+                    # As the engine's validate_outputs: a broadcast gradient is summed to the input's
+                    # shape before it meets the other gradients of that input.
+                    shape = tuple(child._input_metadata[k].shape)
+                    g = g if tuple(g.shape) == shape else g.sum_to_size(shape)
                     slot = pending[id(child)]
                     slot[k] = g if k not in slot else slot[k] + g
     if inputs is None:

@@ -27,19 +27,34 @@ def periods(sigma: float, eps: float = 1e-7) -> int:
     return min(int(math.ceil(math.sqrt(-2.0 * sigma**2 * math.log(eps)) + 1)), 5)
 
 
+def gaussian(distance: Tensor, sigma, dtype: torch.dtype = torch.float64) -> Tensor:
+    """exp(-distance^2 / (2 sigma^2)); the distance in bandwidths is formed in float64 (a narrow
+    filter's centre needs those digits) and only the exponential runs in ``dtype``."""
+    return torch.exp(-0.5 * (distance / sigma).to(dtype) ** 2)
+
+
+def grid_frequencies(bins: Tensor, N: int, centred: bool = False) -> Tensor:
+    """w = bins / N (float64); ``centred`` maps them to [-0.5, 0.5) (a single period's low-pass)."""
+    w = bins.to(torch.float64) / N
+    return torch.where(bins >= (N + 1) // 2, w - 1.0, w) if centred else w
+
+
 def _periodized_gaussian(w: Tensor, center, sigma, P: int, dtype: torch.dtype = torch.float64) -> Tensor:
     # Periods on the leading axis: the mean then runs over contiguous rows.
     shifts = torch.arange(1 - P, P, dtype=w.dtype, device=w.device).reshape((-1,) + (1,) * w.ndim)
-    # The distance to the centre in bandwidths is formed in float64 (a narrow filter's centre needs
-    # those digits); only the exponential runs in ``dtype``.
-    return torch.exp(-0.5 * ((w + shifts - center) / sigma).to(dtype) ** 2).mean(dim=0)
+    return gaussian(w + shifts - center, sigma, dtype).mean(dim=0)
 
 
-def _low(bins: Tensor, sigma, P: int, N: int, dtype: torch.dtype = torch.float64) -> Tensor:
-    w = bins.to(torch.float64) / N
-    if P == 1:  # a single period must be centred on [-0.5, 0.5) to be continuous at 0
-        w = torch.where(bins >= (N + 1) // 2, w - 1.0, w)
-    return _periodized_gaussian(w, 0.0, sigma, P, dtype)
+def low_pass_correction(xi: Tensor, sigma: Tensor, periods: Tensor, p_max: int) -> Tensor:
+    """kappa = gabor(0) / low(0) of each filter (float64), so that psi(0) = 0.
+
+    Args:
+        xi, sigma: (n_filters,) or 0-d float64 tensors.
+        periods: P of each filter (float64, same shape); p_max: the largest, as an int.
+    """
+    q = torch.arange(1 - p_max, p_max, dtype=torch.float64, device=xi.device).reshape((-1,) + (1,) * xi.ndim)
+    weight = (q.abs() < periods).to(torch.float64)  # each filter's own periods; its means share 2P - 1
+    return (weight * gaussian(q - xi, sigma)).sum(dim=0) / (weight * gaussian(q, sigma)).sum(dim=0)
 
 
 def morlet_unnormalized(bins: Tensor, N: int, xi: Optional[Tensor], sigma: Tensor, P: int,
@@ -53,12 +68,11 @@ def morlet_unnormalized(bins: Tensor, N: int, xi: Optional[Tensor], sigma: Tenso
         dtype: of the result and of the exponentials (float64 for the design, the
             transform's dtype when learnable filters are regenerated).
     """
-    low = _low(bins, sigma, P, N, dtype)
+    low = _periodized_gaussian(grid_frequencies(bins, N, centred=P == 1), 0.0, sigma, P, dtype)
     if xi is None:
         return low
-    zero = torch.zeros(1, dtype=torch.long, device=bins.device)
-    kappa = _periodized_gaussian(zero.to(torch.float64), xi, sigma, P) / _low(zero, sigma, P, N)
-    return _periodized_gaussian(bins.to(torch.float64) / N, xi, sigma, P, dtype) - kappa.to(dtype) * low
+    kappa = low_pass_correction(xi, sigma, torch.tensor(float(P), dtype=torch.float64, device=xi.device), P)
+    return _periodized_gaussian(grid_frequencies(bins, N), xi, sigma, P, dtype) - kappa.to(dtype) * low
 
 
 def morlet_spectrum(N: int, xi: Optional[float], sigma: float) -> Tensor:

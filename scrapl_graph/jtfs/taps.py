@@ -9,7 +9,8 @@ filter's values at the bins its band-limited storage keeps. By
     g(d) = exp(-d^2 / (2 sigma_f^2)),   c_f = 1 / ((2 P_f - 1) norm_f),
 
 with w'_t the bin centred on [-0.5, 0.5) when P_f = 1 and kappa_f the
-low-pass correction that makes h_f(0) = 0. :class:`TapTerms` lists every
+low-pass correction that makes h_f(0) = 0 (the design and its parts are
+:mod:`.morlet`'s; this module only lays the terms out). :class:`TapTerms` lists every
 term once, as flat tensors, evaluates them all with a handful of elementwise
 operations and sums them into their places: a cost proportional to the
 number of taps, with no Python loop over filters.
@@ -27,6 +28,8 @@ from typing import Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from .morlet import gaussian, grid_frequencies, low_pass_correction
+
 #: Distance (in the largest admissible bandwidth) beyond which a term is dropped: exp(-REACH^2 / 2) < 1e-18.
 REACH = 9.1
 
@@ -34,15 +37,6 @@ REACH = 9.1
 def _distance(a: Tensor, lo: float, hi: float) -> Tensor:
     """Distance from each point of ``a`` to the interval [lo, hi]."""
     return (lo - a).clamp_min(0) + (a - hi).clamp_min(0)
-
-
-def low_pass_correction(xi: Tensor, sigma: Tensor, periods: Tensor, p_max: int) -> Tensor:
-    """kappa_f = gabor_f(0) / low_f(0) of each filter (float64; see :mod:`.morlet`); ``p_max``: the largest P_f."""
-    q = torch.arange(1 - p_max, p_max, dtype=torch.float64, device=xi.device)[:, None]
-    weight = (q.abs() < periods).to(torch.float64)  # only the filter's own periods; the means share 2P-1
-    gabor = (weight * torch.exp(-0.5 * ((q - xi) / sigma) ** 2)).sum(dim=0)
-    low = (weight * torch.exp(-0.5 * (q / sigma) ** 2)).sum(dim=0)
-    return gabor / low
 
 
 class TapTerms(nn.Module):
@@ -66,8 +60,7 @@ class TapTerms(nn.Module):
         parts = {"gabor": ([], [], []), "low": ([], [], [])}
         for f, bins, dst in taps:
             P = periods[f]
-            w = bins.to(torch.float64) / N
-            centred = torch.where(bins >= (N + 1) // 2, w - 1.0, w) if P == 1 else w
+            w, centred = grid_frequencies(bins, N), grid_frequencies(bins, N, centred=P == 1)
             reach = REACH * float(sigma_max[f])
             for q in range(1 - P, P):
                 for kind, a, (c_lo, c_hi) in (("gabor", w + q, (float(lo[f]), float(hi[f]))),
@@ -98,8 +91,6 @@ class TapTerms(nn.Module):
                                            (self.low_at, self.low_filter, self.low_dst, None, -kappa * scale)):
             if not at.numel():
                 continue
-            # The distance in bandwidths is formed in float64 (a narrow filter's centre needs those digits).
-            d = at if centre is None else at - centre[f]
-            u = (d / sigma[f]).to(dtype)
-            out = out.index_add(0, dst, torch.exp(-0.5 * u * u) * weight.to(dtype)[f])
+            values = gaussian(at if centre is None else at - centre[f], sigma[f], dtype)
+            out = out.index_add(0, dst, values * weight.to(dtype)[f])
         return out
