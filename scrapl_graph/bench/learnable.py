@@ -13,7 +13,8 @@ from .common import PAPER_CONFIG, time_step
 
 @dataclass
 class LearnableCost:
-    """Median step times (ms) over paths, and the median per-path ratio to the fixed loss's step."""
+    """Median step times (ms) over paths; each ratio is the median per-path ratio to its fixed counterpart
+    (regeneration to the fixed transform's step, trained to the fixed ``SCRAPLLoss`` step)."""
 
     fixed_ms: float
     regeneration_ms: float

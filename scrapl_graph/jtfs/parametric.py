@@ -230,7 +230,7 @@ class LearnableFilterbank(nn.Module):
 
     def _first_order(self) -> Dict[str, Tensor]:
         xi, sigma = self.psi1()
-        flat = self.psi1_terms(xi, sigma, self.norm1, self.bank_dtype)
+        flat = self.psi1_terms(xi, sigma, self.norm1, self._operator_dtype())
         packed = {}
         for name, (offset, n_filters, n_kept) in self.offsets.items():
             packed[name] = self.bank.pack(name, flat[offset : offset + n_filters * n_kept].view(n_filters, n_kept))
@@ -238,12 +238,8 @@ class LearnableFilterbank(nn.Module):
 
     def _second_order(self, name: str) -> Tensor:
         xi, sigma = self.psi2()
-        flat = self.psi2_terms[name](xi, sigma, self.norm2, self.bank_dtype)
+        flat = self.psi2_terms[name](xi, sigma, self.norm2, self._operator_dtype())
         return self.bank.pack(name, flat.view(1, -1))
-
-    @property
-    def bank_dtype(self) -> torch.dtype:
-        return self._operator_dtype()
 
     def bank_values(self, name: str) -> Optional[Tensor]:
         """Regenerated (re, im) multipliers of a bank entry (None for the fixed low-passes)."""

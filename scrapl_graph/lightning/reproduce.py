@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import subprocess
 import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -98,8 +99,8 @@ def _run_results(folder: str) -> Tuple[Dict[str, float], List[Dict[str, str]]]:
 
 def step_time_ms(clock: Mapping[int, float]) -> float:
     """Median time between consecutive logged training steps (ms): warmup and validation gaps left out."""
-    gaps = sorted(1000 * (clock[s + 1] - clock[s]) for s in clock if s + 1 in clock)
-    return gaps[len(gaps) // 2] if gaps else math.nan
+    gaps = [1000 * (clock[s + 1] - clock[s]) for s in clock if s + 1 in clock]
+    return statistics.median(gaps) if gaps else math.nan
 
 
 def summarize(out: str, variants: Sequence[str], seeds: Sequence[int]) -> str:
