@@ -123,7 +123,7 @@ class BandLimitedBank(nn.Module):
         if rows is not None:
             val = val[rows]
         self._check_length(x_half, n)
-        selected = torch.view_as_real(x_half.index_select(-1, idx))
+        selected = torch.view_as_real(x_half[..., idx])
         return torch.view_as_complex((selected * val).contiguous())
 
     def apply(self, x_half: Tensor, name: str, rows: Sequence[int] | slice | None = None) -> Tensor:
