@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .ops import modulus, rfft
+from .ops import modulus, rfft, scale_parts
 from .wavelet_modulus import wavelet_modulus_spectrum
 
 REL_TOL = 1e-12
@@ -123,8 +123,7 @@ class BandLimitedBank(nn.Module):
         if rows is not None:
             val = val[rows]
         self._check_length(x_half, n)
-        selected = torch.view_as_real(x_half[..., idx])
-        return torch.view_as_complex((selected * val).contiguous())
+        return scale_parts(x_half[..., idx], val)
 
     def apply(self, x_half: Tensor, name: str, rows: Sequence[int] | slice | None = None) -> Tensor:
         """Filter real signals given by ``x_half`` and subsample: complex spectra (..., n_filters, n // factor).

@@ -28,13 +28,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .ops import is_batched, magnitude, modulus, modulus_floor, rfft, rfft_adjoint
+from .ops import is_batched, magnitude, modulus, modulus_floor, rfft, rfft_adjoint, scale_parts
 
 
 def _forward(x_half: Tensor, idx: Tensor, val: Tensor, m: int) -> Tensor:
     """The node composed from differentiable operations (the definition, and the double-backward path)."""
-    selected = torch.view_as_real(x_half[..., idx])
-    band = torch.view_as_complex((selected * val).contiguous())
+    band = scale_parts(x_half[..., idx], val)
     return rfft(modulus(torch.fft.ifft(band, n=m)))
 
 
@@ -42,12 +41,13 @@ class _WaveletModulus(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_half: Tensor, idx: Tensor, val: Tensor, m: int) -> Tensor:
         batch, n_filters, length = x_half.shape[0], val.shape[0], val.shape[1]
-        # Advanced indexing: index_select along the last axis is several times slower on CPUs.
-        selected = torch.view_as_real(x_half[..., idx])
+        # Advanced indexing (index_select along the last axis is several times slower on CPUs); the
+        # (re, im) pairs are multiplied as one flat axis (see .ops.scale_parts).
+        selected = torch.view_as_real(x_half[..., idx]).flatten(-2)
         y = x_half.new_empty(batch, n_filters, m)
-        y_real = torch.view_as_real(y)
-        torch.mul(selected, val, out=y_real[..., :length, :])
-        y_real[..., length:, :].zero_()
+        y_flat = torch.view_as_real(y).view(batch, n_filters, 2 * m)
+        torch.mul(selected, val.flatten(-2), out=y_flat[..., : 2 * length])
+        y_flat[..., 2 * length :].zero_()
         y = torch.fft.ifft(y)
         r = magnitude(y)
         ctx.save_for_backward(x_half, idx, val)
@@ -73,16 +73,17 @@ class _WaveletModulus(torch.autograd.Function):
         # d|y|/dy = y / |y|; a floored |y| makes it 0 (not NaN) where y = 0.
         scale = rfft_adjoint(grad, ctx.m).div_(r.clamp_min_(modulus_floor(r.dtype)))
         g_y = torch.view_as_complex(torch.view_as_real(y).mul_(scale.unsqueeze(-1)))
-        g_band = torch.view_as_real(torch.fft.fft(g_y, norm="forward"))[..., : val.shape[1], :]
+        # (batch, filters, 2 L): the band's (re, im) pairs as one flat axis.
+        g_band = torch.view_as_real(torch.fft.fft(g_y, norm="forward")).flatten(-2)[..., : 2 * val.shape[1]]
         g_x = g_val = None
         if wants_x:
             # index_add along the complex last axis: along the (re, im) view's second-to-last it is
             # an unvectorized loop on CPUs.
-            g_x = torch.zeros_like(x_half).index_add_(
-                -1, idx, torch.view_as_complex((g_band * val).sum(dim=1, keepdim=True)))
+            g_selected = (g_band * val.flatten(-2)).sum(dim=1, keepdim=True)
+            g_x = torch.zeros_like(x_half).index_add_(-1, idx, torch.view_as_complex(g_selected.unflatten(-1, (-1, 2))))
         if wants_val:
-            selected = torch.view_as_real(x_half[..., idx])
-            g_val = (g_band * selected).sum(dim=0)
+            selected = torch.view_as_real(x_half[..., idx]).flatten(-2)
+            g_val = (g_band * selected).sum(dim=0).unflatten(-1, (-1, 2))
         return g_x, None, g_val, None
 
 
