@@ -29,12 +29,6 @@ def scale_parts(z: Tensor, val: Tensor) -> Tensor:
     return torch.view_as_complex(flat.unflatten(-1, (-1, 2)))
 
 
-def scale_by_real_(z: Tensor, s: Tensor) -> Tensor:
-    """``z *= s`` in place for complex z and real s of z's shape; returns z."""
-    torch.view_as_real(z).mul_(s.unsqueeze(-1))
-    return z
-
-
 def is_batched(t: Tensor) -> bool:
     """Whether ``t`` is a vmapped tensor (batched gradients, ``is_grads_batched=True``: theta-IS).
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .ops import is_batched, magnitude, modulus, modulus_floor, rfft, rfft_adjoint, scale_by_real_, scale_parts
+from .ops import is_batched, magnitude, modulus, modulus_floor, rfft, rfft_adjoint, scale_parts
 
 
 def _forward(x_half: Tensor, idx: Tensor, val: Tensor, m: int) -> Tensor:
@@ -72,7 +72,7 @@ class _WaveletModulus(torch.autograd.Function):
             return (next(grads) if wants_x else None), None, (next(grads) if wants_val else None), None
         # d|y|/dy = y / |y|; a floored |y| makes it 0 (not NaN) where y = 0.
         scale = rfft_adjoint(grad, ctx.m).div_(r.clamp_min_(modulus_floor(r.dtype)))
-        g_y = scale_by_real_(y, scale)
+        g_y = torch.view_as_complex(torch.view_as_real(y).mul_(scale.unsqueeze(-1)))
         # (batch, filters, 2 L): the band's (re, im) pairs as one flat axis.
         g_band = torch.view_as_real(torch.fft.fft(g_y, norm="forward")).flatten(-2)[..., : 2 * val.shape[1]]
         g_x = g_val = None
