@@ -97,3 +97,24 @@ def test_large_batches_are_sliced_without_changing_the_result(monkeypatch):
     (g_sliced,) = torch.autograd.grad(sliced.sum(), x)
     torch.testing.assert_close(sliced, whole, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(g_sliced, g_whole, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("n", [7, 8])
+def test_rfft_backward_is_the_adjoint_for_odd_and_even_lengths(n):
+    from scrapl_graph.jtfs.ops import rfft
+
+    u = torch.randn(3, n, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(rfft, (u,))
+    g = torch.randn(3, n // 2 + 1, dtype=torch.complex128)
+    ours, = torch.autograd.grad(rfft(u), u, g)
+    native, = torch.autograd.grad(torch.fft.rfft(u), u, g)
+    torch.testing.assert_close(ours, native, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_wavelet_modulus_with_a_bin_read_twice(band):
+    # Mirrored bins above Nyquist read a half-spectrum bin that another kept bin reads too.
+    x_half, _, val, m = band
+    idx = torch.tensor([3, 4, 5, 6, 7, 8, 9, 10, 9, 8, 7, 6])
+    fn = lambda a, b: wavelet_modulus_spectrum(a, idx, b, m)  # noqa: E731
+    torch.testing.assert_close(fn(x_half, val), _forward(x_half, idx, val, m), rtol=1e-13, atol=1e-13)
+    assert torch.autograd.gradcheck(fn, (x_half, val))
