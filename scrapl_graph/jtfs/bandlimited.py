@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .ops import modulus, rfft, scale_parts
+from .ops import gather_bins, modulus, rfft, scale_parts
 from .wavelet_modulus import wavelet_modulus_spectrum
 
 REL_TOL = 1e-12
@@ -123,7 +123,7 @@ class BandLimitedBank(nn.Module):
         if rows is not None:
             val = val[rows]
         self._check_length(x_half, n)
-        return scale_parts(x_half[..., idx], val)
+        return scale_parts(gather_bins(x_half, idx), val)
 
     def apply(self, x_half: Tensor, name: str, rows: Sequence[int] | slice | None = None) -> Tensor:
         """Filter real signals given by ``x_half`` and subsample: complex spectra (..., n_filters, n // factor).

@@ -29,6 +29,33 @@ def scale_parts(z: Tensor, val: Tensor) -> Tensor:
     return torch.view_as_complex(flat.unflatten(-1, (-1, 2)))
 
 
+class _GatherBins(torch.autograd.Function):
+    """``x[..., idx]``, whose backward scatters with ``index_add`` along the last axis.
+
+    Advanced indexing's own backward (``index_put`` with accumulation) is about
+    twice slower on CPUs, and ``index_select``'s forward several times slower.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, idx: Tensor) -> Tensor:
+        ctx.save_for_backward(idx)
+        ctx.length = x.shape[-1]
+        return x[..., idx]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        idx, = ctx.saved_tensors
+        zeros = grad.new_zeros(grad.shape[:-1] + (ctx.length,))
+        # Out of place when the backward is itself differentiated (theta-IS Hessian-vector products).
+        scattered = zeros.index_add(-1, idx, grad) if torch.is_grad_enabled() else zeros.index_add_(-1, idx, grad)
+        return scattered, None
+
+
+def gather_bins(x: Tensor, idx: Tensor) -> Tensor:
+    """``x[..., idx]`` (differentiable, see :class:`_GatherBins`)."""
+    return _GatherBins.apply(x, idx)
+
+
 def is_batched(t: Tensor) -> bool:
     """Whether ``t`` is a vmapped tensor (batched gradients, ``is_grads_batched=True``: theta-IS).
 
