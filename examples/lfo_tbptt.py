@@ -10,7 +10,15 @@ per sub-sequence), the full JTFS and MSS; the table gives the error of each
 rate and depth in percent and the wall time. ``--memory`` also measures the
 peak memory of one TBPTT pass and of one direct pass through the whole signal.
 
+``--landscape tremolo`` (or ``phaser``) shows why the rates are hard: that
+effect alone on the source, its rate swept over a grid, each loss taken on
+windows spread over the signal with the estimate's LFO restarted at phase 0
+one sub-sequence before the window (as a TBPTT sequence does), averaged
+over the windows. A loss that leads gradient descent to the true rate must
+decrease towards it from the start.
+
     PYTHONPATH=. python examples/lfo_tbptt.py [--seconds 60] [--epochs 2] [--memory]
+    PYTHONPATH=. python examples/lfo_tbptt.py --landscape tremolo [--windows 12]
 """
 from __future__ import annotations
 
@@ -20,7 +28,9 @@ import time
 
 import torch
 
-from scrapl_graph.graph import GraphSynth
+from scrapl_graph.graph import ChunkedRenderer, GraphSynth
+from scrapl_graph.jtfs import JTFS as JTFSTransform
+from scrapl_graph.losses import build_loss
 from scrapl_graph.processors import DrumSynth, Phaser, Tremolo
 from scrapl_graph.train import tbptt_optimize
 
@@ -29,7 +39,8 @@ SUB = 2 ** 15
 TRUE = {"tremolo": dict(lfo_rate=5.0, lfo_depth=0.7, lfo_phase=0.3),
         "phaser": dict(lfo_rate=0.7, lfo_depth=0.8, lfo_phase=0.6, center=600.0, feedback=0.5, mix=0.5)}
 START = {"tremolo": dict(lfo_rate=3.0, lfo_depth=0.4), "phaser": dict(lfo_rate=1.2, lfo_depth=0.4)}
-JTFS = dict(J=12, Q1=8, Q2=1, J_fr=2, Q_fr=1, T=None, F=None)
+# Summed over time and log-frequency: invariant to where the LFO's cycles fall in a window.
+JTFS = dict(J=12, Q1=8, Q2=1, J_fr=2, Q_fr=1, T="global", F="global")
 
 
 def music_like_source(seconds: float, seed: int = 0) -> torch.Tensor:
@@ -62,9 +73,10 @@ def music_like_source(seconds: float, seed: int = 0) -> torch.Tensor:
     return (out / out.abs().max())[None, None]
 
 
-def build():
-    processors = {"tremolo": Tremolo(SR, lfo_rate=(1.0, 12.0)), "phaser": Phaser(SR, lfo_rate=(0.1, 4.0))}
-    synth = GraphSynth.chain(processors, num_samples=SUB)
+def build(effects=("tremolo", "phaser"), sub: int = SUB):
+    available = {"tremolo": lambda: Tremolo(SR, lfo_rate=(1.0, 12.0)), "phaser": lambda: Phaser(SR, lfo_rate=(0.1, 4.0))}
+    processors = {name: available[name]() for name in effects}
+    synth = GraphSynth.chain(processors, num_samples=sub)
     return synth, processors
 
 
@@ -88,16 +100,76 @@ def report(processors, theta) -> dict:
     return out
 
 
-def main():
+LANDSCAPE_RATES = {"tremolo": (2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0),
+                   "phaser": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.6)}
+
+
+def landscape(effect: str, x: torch.Tensor, windows: int, rates=None, sub: int = SUB, jtfs_config=None):
+    """Rows ``(rate, per-path JTFS error, full JTFS error, MSS)``: each loss averaged over ``windows`` windows.
+
+    The JTFS errors use the example's configuration: per path, ``|S_p(est) - S_p(target)|^2 / |S_p(target)|^2``
+    averaged over the paths (what SCRAPL's per-path steps see), and the relative L2 distance over all
+    coefficients (the full JTFS loss).
+    """
+    synth, processors = build((effect,), sub)
+    renderer = ChunkedRenderer(synth)
+    n = x.shape[-1]
+    if n < 2 * sub:
+        raise ValueError(f"the landscape needs at least two sub-sequences of signal ({2 * sub} samples), got {n}")
+    starts = [(int((k + 0.5) * (n - 2 * sub) / windows) + sub) // 1024 * 1024 for k in range(windows)]
+    jtfs = JTFSTransform(sub, **(jtfs_config or JTFS))
+    mss = build_loss("mss")
+
+    def estimate_windows(rate):
+        theta = theta_of(processors, {effect: dict(lfo_rate=rate, lfo_phase=0.0)})
+        out = []
+        for s in starts:
+            renderer.reset_states()
+            renderer.render_chunk(theta, x[..., s - sub:s])  # warm-up, as in a TBPTT sequence
+            out.append(renderer.render_chunk(theta, x[..., s:s + sub])[0])
+        return torch.stack(out)
+
+    rows = []
+    with torch.no_grad():
+        # The target: the effect run from the signal's start, cut at the same windows.
+        wet = synth.render(theta_of(processors, {}), x)
+        target = torch.stack([wet[0, :, s:s + sub] for s in starts])
+        s_target = jtfs(target[:, 0])
+        for rate in rates or LANDSCAPE_RATES[effect]:
+            est = estimate_windows(rate)
+            s_est = jtfs(est[:, 0])
+            per_path = ((s_est - s_target) ** 2).flatten(2).sum(2) / (s_target ** 2).flatten(2).sum(2).clamp_min(1e-30)
+            full = ((s_est - s_target) ** 2).flatten(1).sum(1) / (s_target ** 2).flatten(1).sum(1)
+            mss_value = torch.stack([mss(est[i:i + 1], target[i:i + 1]) for i in range(len(starts))])
+            rows.append((rate, float(per_path.mean()), float(full.mean()), float(mss_value.mean())))
+    return rows
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sub", type=int, default=SUB, help="samples per sub-sequence (default 2^15)")
+    parser.add_argument("--J", type=int, default=JTFS["J"], help="JTFS octaves (default 12)")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max_steps", type=int, default=None)
     parser.add_argument("--losses", default="scrapl,jtfs,mss")
     parser.add_argument("--memory", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--landscape", choices=("tremolo", "phaser"), default=None)
+    parser.add_argument("--windows", type=int, default=12)
+    parser.add_argument("--rates", default=None, help="comma-separated rates for --landscape (default: a grid)")
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
-    synth, processors = build()
+    jtfs_config = dict(JTFS, J=args.J)
+    if args.landscape:
+        rates = [float(r) for r in args.rates.split(",")] if args.rates else None
+        print(f"{args.landscape} alone, true rate {TRUE[args.landscape]['lfo_rate']} Hz, start "
+              f"{START[args.landscape]['lfo_rate']} Hz; losses averaged over {args.windows} windows of {args.sub} samples")
+        print(f"{'rate':>6} {'JTFS per path':>14} {'JTFS full':>10} {'MSS':>8}")
+        for rate, per_path, full, mss_value in landscape(args.landscape, music_like_source(args.seconds), args.windows,
+                                                         rates, args.sub, jtfs_config):
+            print(f"{rate:6.2f} {per_path:14.4f} {full:10.4f} {mss_value:8.4f}")
+        return 0
+    synth, processors = build(sub=args.sub)
     x = music_like_source(args.seconds)
     true = theta_of(processors, {})
     with torch.no_grad():
@@ -105,13 +177,14 @@ def main():
     theta0 = theta_of(processors, START)
     labels = synth.layout.labels()
     trainable = [i for i, label in enumerate(labels) if "lfo_rate" in label or "lfo_depth" in label]
-    specs = {"scrapl": {"class_path": "scrapl", "init_args": dict(shape=None, **JTFS, grad_mult=1.0e8)},
-             "jtfs": {"class_path": "jtfs", "init_args": dict(shape=SUB, **JTFS)},
+    specs = {"scrapl": {"class_path": "scrapl", "init_args": dict(shape=None, **jtfs_config, grad_mult=1.0e8)},
+             "jtfs": {"class_path": "jtfs", "init_args": dict(shape=args.sub, **jtfs_config)},
              "mss": "mss"}
-    print(f"{args.seconds:.0f} s of audio, sub-sequences of {SUB} samples, groups of 3; start: {report(processors, theta0)}")
+    print(f"{args.seconds:.0f} s of audio, sub-sequences of {args.sub} samples, groups of 3; start: "
+          f"{report(processors, theta0)}")
     for name in args.losses.split(","):
         t0 = time.perf_counter()
-        result = tbptt_optimize(synth, x, y, specs[name], theta0, sub_length=SUB, num_sub=3, trainable=trainable,
+        result = tbptt_optimize(synth, x, y, specs[name], theta0, sub_length=args.sub, num_sub=3, trainable=trainable,
                                 lr=0.05, epochs=args.epochs, max_steps=args.max_steps, seed=0)
         errors = report(processors, result.theta)
         cells = ", ".join(f"{k} {v:.3g} ({e:.1f} %)" for k, (v, e) in errors.items())
@@ -122,7 +195,8 @@ def main():
         for mode in ("tbptt", "direct"):
             m = measure_peak_memory(args.seconds, mode)
             print(f"peak memory beyond the signal, {mode}: {m['peak_mib']:.0f} MiB ({m['elapsed_s']:.1f} s)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
