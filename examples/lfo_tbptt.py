@@ -60,7 +60,7 @@ def music_like_source(seconds: float, seed: int = 0) -> torch.Tensor:
         at, length = int(torch.randint(0, n - SR // 2, (1,), generator=g)), SR // 2
         env = torch.exp(-torch.arange(length) / (0.08 * SR))
         out[at:at + length] += 0.2 * env * torch.randn(length, generator=g)
-    drums = DrumSynth(SR, SR // 2, input_mode="ignore", deterministic=True)
+    drums = DrumSynth(SR, SR // 2, input_mode="ignore", seed=seed, deterministic=True)
     hits = {}
     for name in ("kick", "snare", "hihat"):
         with torch.no_grad():
