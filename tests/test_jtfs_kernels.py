@@ -118,3 +118,16 @@ def test_fused_wavelet_modulus_with_a_bin_read_twice(band):
     fn = lambda a, b: wavelet_modulus_spectrum(a, idx, b, m)  # noqa: E731
     torch.testing.assert_close(fn(x_half, val), _forward(x_half, idx, val, m), rtol=1e-13, atol=1e-13)
     assert torch.autograd.gradcheck(fn, (x_half, val))
+
+
+def test_first_order_workspace_is_kept_and_changes_no_result(monkeypatch):
+    from scrapl_graph.jtfs.bandlimited import BandLimitedBank
+
+    jtfs = JTFS(1024, J=6, Q1=4, Q2=2, J_fr=2, Q_fr=1, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x1, x2 = (torch.randn(b, 1024, generator=gen, dtype=torch.float64) for b in (2, 3))
+    kept = [jtfs(x1), jtfs(x2), jtfs(x1)]  # the second call has another batch size, the third reuses buffers
+    assert {key[2] for key in jtfs.bank._workspaces} == {2, 3}
+    monkeypatch.setattr(BandLimitedBank, "_workspace", lambda *args: None)
+    for out, x in zip(kept, (x1, x2, x1)):
+        assert torch.equal(out, jtfs(x))

@@ -14,14 +14,15 @@ sign of the imaginary part folded into the stored filter values.
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .ops import gather_bins, modulus, rfft, scale_parts
-from .wavelet_modulus import wavelet_modulus_spectrum
+from .ops import gather_bins, is_fake, modulus, rfft, scale_parts
+from .wavelet_modulus import wavelet_modulus_spectrum, zero_padded_buffer
 
 REL_TOL = 1e-12
 #: Complex elements of one slice of the first-order wavelet modulus (batch x filters x time).
@@ -40,6 +41,7 @@ class BandLimitedBank(nn.Module):
         self._meta: Dict[str, tuple] = {}
         #: name -> regenerated (n_filters, L, 2) values or None (learnable filters, see .parametric).
         self.source: Optional[Callable[[str], Optional[Tensor]]] = None
+        self._workspaces: Dict[tuple, tuple] = {}
 
     def add(self, name: str, filters: np.ndarray, factor: int, dtype: torch.dtype = torch.float32) -> None:
         """Register filters (n_filters, n) applied before a subsampling by ``factor``."""
@@ -108,8 +110,27 @@ class BandLimitedBank(nn.Module):
         # threshold (32 MB), so that freed buffers are reused instead of faulted in anew.
         per_slice = max(1, SLICE_ELEMENTS // (val.shape[0] * m))
         if x_half.shape[0] <= per_slice:
-            return wavelet_modulus_spectrum(x_half, idx, val, m)
-        return torch.cat([wavelet_modulus_spectrum(x, idx, val, m) for x in x_half.split(per_slice)])
+            return wavelet_modulus_spectrum(x_half, idx, val, m, self._workspace(name, x_half, val.shape[0], m))
+        return torch.cat([wavelet_modulus_spectrum(x, idx, val, m, self._workspace(name, x, val.shape[0], m))
+                          for x in x_half.split(per_slice)])
+
+    def _workspace(self, name: str, x_half: Tensor, n_filters: int, m: int) -> Optional[Tensor]:
+        """The zero-padded input buffer of the first-order node for ``name``, kept between calls on CPUs.
+
+        Allocated afresh at every call, this buffer (the largest of a SCRAPL step) gets new pages from
+        glibc, which returns freed memory to the system between steps: the page faults cost about a
+        sixth of a step. Kept, it is written in its first L bins only (the rest stays zero). One per
+        entry, thread and batch size (a slice's); CUDA's caching allocator already reuses memory.
+        """
+        if x_half.device.type != "cpu" or is_fake(x_half) or torch.is_inference_mode_enabled():
+            return None
+        length = getattr(self, f"{name}_idx").shape[0]
+        key = (name, threading.get_ident(), x_half.shape[0])
+        shape = (n_filters, m, length, x_half.dtype)
+        kept = self._workspaces.get(key)
+        if kept is None or kept[0] != shape:
+            kept = self._workspaces[key] = (shape, zero_padded_buffer(x_half, n_filters, m, length))
+        return kept[1]
 
     @staticmethod
     def _check_length(x_half: Tensor, n: int) -> None:

@@ -56,6 +56,11 @@ def gather_bins(x: Tensor, idx: Tensor) -> Tensor:
     return _GatherBins.apply(x, idx)
 
 
+def is_fake(t: Tensor) -> bool:
+    """Whether ``t`` is a fake tensor (``FakeTensorMode``: shapes and devices without data)."""
+    return isinstance(t, torch._subclasses.fake_tensor.FakeTensor)
+
+
 def is_batched(t: Tensor) -> bool:
     """Whether ``t`` is a vmapped tensor (batched gradients, ``is_grads_batched=True``: theta-IS).
 

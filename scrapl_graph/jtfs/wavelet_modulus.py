@@ -25,6 +25,8 @@ differentiated itself.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -39,15 +41,14 @@ def _forward(x_half: Tensor, idx: Tensor, val: Tensor, m: int) -> Tensor:
 
 class _WaveletModulus(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x_half: Tensor, idx: Tensor, val: Tensor, m: int) -> Tensor:
+    def forward(ctx, x_half: Tensor, idx: Tensor, val: Tensor, m: int, workspace: Optional[Tensor]) -> Tensor:
         batch, n_filters, length = x_half.shape[0], val.shape[0], val.shape[1]
         # Advanced indexing (index_select along the last axis is several times slower on CPUs); the
         # (re, im) pairs are multiplied as one flat axis (see .ops.scale_parts).
         selected = torch.view_as_real(x_half[..., idx]).flatten(-2)
-        y = x_half.new_empty(batch, n_filters, m)
+        y = workspace if workspace is not None else zero_padded_buffer(x_half, n_filters, m, length)
         y_flat = torch.view_as_real(y).view(batch, n_filters, 2 * m)
         torch.mul(selected, val.flatten(-2), out=y_flat[..., : 2 * length])
-        y_flat[..., 2 * length :].zero_()
         y = torch.fft.ifft(y)
         r = magnitude(y)
         ctx.save_for_backward(x_half, idx, val)
@@ -60,7 +61,7 @@ class _WaveletModulus(torch.autograd.Function):
         x_half, idx, val = ctx.saved_tensors
         y, r = ctx.y, ctx.r
         ctx.y = ctx.r = None
-        wants_x, _, wants_val, _ = ctx.needs_input_grad
+        wants_x, _, wants_val, _, _ = ctx.needs_input_grad
         # create_graph=True, or a second backward (retain_graph=True) after y was overwritten:
         # differentiate the composed definition.
         create_graph = torch.is_grad_enabled()
@@ -69,7 +70,7 @@ class _WaveletModulus(torch.autograd.Function):
             with torch.enable_grad():
                 out = _forward(x_half, idx, val, ctx.m)
             grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=create_graph))
-            return (next(grads) if wants_x else None), None, (next(grads) if wants_val else None), None
+            return (next(grads) if wants_x else None), None, (next(grads) if wants_val else None), None, None
         # d|y|/dy = y / |y|; a floored |y| makes it 0 (not NaN) where y = 0.
         scale = rfft_adjoint(grad, ctx.m).div_(r.clamp_min_(modulus_floor(r.dtype)))
         g_y = torch.view_as_complex(torch.view_as_real(y).mul_(scale.unsqueeze(-1)))
@@ -84,10 +85,18 @@ class _WaveletModulus(torch.autograd.Function):
         if wants_val:
             selected = torch.view_as_real(x_half[..., idx]).flatten(-2)
             g_val = (g_band * selected).sum(dim=0).unflatten(-1, (-1, 2))
-        return g_x, None, g_val, None
+        return g_x, None, g_val, None, None
 
 
-def wavelet_modulus_spectrum(x_half: Tensor, idx: Tensor, val: Tensor, m: int) -> Tensor:
+def zero_padded_buffer(x_half: Tensor, n_filters: int, m: int, length: int) -> Tensor:
+    """An empty complex ``(batch, n_filters, m)`` buffer whose bins from ``length`` on are zero."""
+    y = x_half.new_empty(x_half.shape[0], n_filters, m)
+    y.narrow(-1, length, m - length).zero_()
+    return y
+
+
+def wavelet_modulus_spectrum(x_half: Tensor, idx: Tensor, val: Tensor, m: int,
+                             workspace: Optional[Tensor] = None) -> Tensor:
     """``rfft(|ifft_m(band)|)`` for wavelets stored on one run of bins.
 
     Args:
@@ -97,8 +106,10 @@ def wavelet_modulus_spectrum(x_half: Tensor, idx: Tensor, val: Tensor, m: int) -
             wavelets, with the sign of mirrored bins folded in, see
             :class:`~scrapl_graph.jtfs.bandlimited.BandLimitedBank`).
         m: length of the inverse transform (the signal length at this resolution).
+        workspace: a :func:`zero_padded_buffer` for these shapes, to write the band product into
+            (its bins from L on must stay zero); default: a new one.
 
     Returns:
         Complex (batch, n_filters, m // 2 + 1): the half spectra of the moduli.
     """
-    return _WaveletModulus.apply(x_half, idx, val, m)
+    return _WaveletModulus.apply(x_half, idx, val, m, workspace)
