@@ -131,3 +131,15 @@ def test_first_order_workspace_is_kept_and_changes_no_result(monkeypatch):
     monkeypatch.setattr(BandLimitedBank, "_workspace", lambda *args: None)
     for out, x in zip(kept, (x1, x2, x1)):
         assert torch.equal(out, jtfs(x))
+
+
+def test_kept_buffers_do_not_travel_with_a_pickled_transform():
+    import pickle
+
+    jtfs = JTFS(1024, J=6, Q1=4, Q2=2, J_fr=2, Q_fr=1)
+    x = torch.randn(2, 1024)
+    out = jtfs(x)
+    assert jtfs.bank._workspaces
+    copy = pickle.loads(pickle.dumps(jtfs))
+    assert copy.bank._workspaces == {} and jtfs.bank._workspaces
+    assert torch.equal(copy(x), out)

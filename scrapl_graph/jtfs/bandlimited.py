@@ -76,6 +76,12 @@ class BandLimitedBank(nn.Module):
             runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(pos, breaks)]
         self._meta[name] = (n, m, runs)
 
+    def __getstate__(self):
+        # Kept buffers are scratch memory: a pickled or deep-copied transform starts without them.
+        state = super().__getstate__()
+        state["_workspaces"] = {}
+        return state
+
     def __contains__(self, name: str) -> bool:
         return name in self._meta
 
