@@ -47,6 +47,11 @@ def _definition(y: Tensor, w: Tensor, a: Tensor) -> Tensor:
     return torch.matmul(modulus(torch.matmul(w, y)), a)
 
 
+def _planar_signal(y: Tensor) -> Tensor:
+    """``[Re Y; Im Y]``: complex (batch, K, T) as real (batch, 2K, T)."""
+    return torch.cat([y.real, y.imag], dim=1)
+
+
 def _planar_operator(w: Tensor) -> Tensor:
     """``[[Re W, -Im W], [Im W, Re W]]``: W acting on ``[Re Y; Im Y]``, (2R, 2K) real."""
     return torch.cat([torch.cat([w.real, -w.imag], dim=1), torch.cat([w.imag, w.real], dim=1)], dim=0)
@@ -64,7 +69,7 @@ class _StreamedModulusAverage(torch.autograd.Function):
         batch, _, length = y.shape
         rows = w.shape[0]
         step = _block_length(batch, rows, length)
-        y_planar = torch.cat([y.real, y.imag], dim=1)
+        y_planar = _planar_signal(y)
         w_planar = _planar_operator(w)
         out = a.new_zeros(batch, rows, a.shape[-1])
         for s in range(0, length, step):
@@ -88,7 +93,7 @@ class _StreamedModulusAverage(torch.autograd.Function):
         floor = modulus_floor(a.dtype)
         batch, (rows, k) = y.shape[0], w.shape
         # Rebuilt rather than kept from the forward: a planar copy of y per path would double what the graph holds.
-        y_planar, w_planar = torch.cat([y.real, y.imag], dim=1), _planar_operator(w)
+        y_planar, w_planar = _planar_signal(y), _planar_operator(w)
         g_y = torch.empty_like(y_planar) if wants_y else None
         g_w = torch.zeros_like(w_planar) if wants_w else None
         w_t = w_planar.transpose(0, 1)

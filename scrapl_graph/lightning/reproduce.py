@@ -108,7 +108,8 @@ def summarize(out: str, variants: Sequence[str], seeds: Sequence[int]) -> str:
     table, curves = {}, {}
     for name in variants:
         runs = [_run_results(os.path.join(out, name, f"seed_{s}")) for s in seeds]
-        keys = sorted(k for k in runs[0][0] if k.startswith("theta_l1") or k in ("jtfs", "mss", "wall_clock_s", "step_ms", "encoder_weights"))
+        keys = sorted(k for k in runs[0][0]
+                      if k.startswith("theta_l1") or k in ("jtfs", "mss", "wall_clock_s", "step_ms", "encoder_weights"))
         table[name] = {k: confidence_interval([r[0][k] for r in runs if k in r[0]]) for k in keys}
         curves[name] = [r[1] for r in runs]
     columns = sorted({k for row in table.values() for k in row})
