@@ -143,3 +143,21 @@ def test_kept_buffers_do_not_travel_with_a_pickled_transform():
     copy = pickle.loads(pickle.dumps(jtfs))
     assert copy.bank._workspaces == {} and jtfs.bank._workspaces
     assert torch.equal(copy(x), out)
+
+
+@pytest.mark.parametrize("support", [range(2, 12), range(5, 20), range(10, 60)],
+                         ids=["one run", "two runs", "colliding"])
+def test_band_limited_product_equals_dense_product_then_periodization(support):
+    from scrapl_graph.jtfs.bandlimited import BandLimitedBank
+
+    gen = torch.Generator().manual_seed(1)
+    n, factor = 64, 4
+    filters = np.zeros((2, n))
+    filters[:, list(support)] = torch.rand(2, len(support), generator=gen, dtype=torch.float64).numpy() + 0.1
+    bank = BandLimitedBank()
+    bank.add("h", filters, factor, torch.float64)
+    x = torch.randn(3, 1, n, dtype=torch.float64, generator=gen)
+    dense = (torch.fft.fft(x) * torch.as_tensor(filters)).reshape(3, 2, factor, n // factor).sum(2) / factor
+    torch.testing.assert_close(bank.apply(torch.fft.rfft(x), "h"), dense, rtol=1e-12, atol=1e-12)
+    x_half = torch.fft.rfft(x).requires_grad_()
+    assert torch.autograd.gradcheck(lambda z: bank.apply(z, "h"), (x_half,))

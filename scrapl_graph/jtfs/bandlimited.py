@@ -62,7 +62,8 @@ class BandLimitedBank(nn.Module):
         # their own filter's peak, which would otherwise be denormal in float32 (slow arithmetic on CPUs).
         values = np.where(np.abs(filters[:, keep]) > REL_TOL * peak, filters[:, keep], 0.0) / factor
         # (re, im) multipliers: conj(X[n - k]) * h = (re * h, -im * h).
-        values = np.stack([values, np.where(mirrored, -values, values)], axis=-1)
+        # Contiguous: the products flatten the (L, 2) axes, which would otherwise copy them at every call.
+        values = np.ascontiguousarray(np.stack([values, np.where(mirrored, -values, values)], axis=-1))
         self.register_buffer(f"{name}_idx", torch.as_tensor(half_idx, dtype=torch.long), persistent=False)
         self.register_buffer(f"{name}_pos", torch.as_tensor(keep % m, dtype=torch.long), persistent=False)
         self.register_buffer(f"{name}_val", torch.as_tensor(values, dtype=dtype), persistent=False)
@@ -168,6 +169,9 @@ class BandLimitedBank(nn.Module):
             pos = getattr(self, f"{name}_pos")
             out_shape = product.shape[:-1] + (m,)
             return torch.zeros(out_shape, dtype=product.dtype, device=product.device).index_add(-1, pos, product)
+        if len(runs) == 1:  # one padding op: its backward is a view
+            (a, b), = runs
+            return torch.nn.functional.pad(product, (a, m - b))
         pieces, cursor, offset = [], 0, 0
         for a, b in runs:
             if a > cursor:

@@ -116,7 +116,8 @@ class _Modulus(torch.autograd.Function):
         if not torch.is_grad_enabled():
             # First derivative only: z / max(|z|, floor) is already 0 where z = 0.
             scale = grad / r.clamp_min(floor)
-            return torch.view_as_complex(torch.view_as_real(z) * scale.unsqueeze(-1))
+            # (s, s) pairs, then a flat product: broadcast over the (re, im) axis it does not vectorize.
+            return torch.view_as_complex(torch.view_as_real(z) * torch.stack([scale, scale], dim=-1))
         # d|z|/dz = z / |z|, taken as 0 at z = 0. The second derivative grows
         # like 1/|z|^2: the floor keeps it finite, and the where makes it 0 at
         # z = 0, not NaN.

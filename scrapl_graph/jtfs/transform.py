@@ -238,7 +238,7 @@ class JTFS(nn.Module):
                 break
             y_hat = self.bank.apply(u1_hat[:, : n_lambda1 - start], f"psi2_{n2}_{k1}")
             parts.append(torch.fft.ifft(y_hat))
-        return torch.cat(parts, dim=1)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def _frequential_filters(self, n_frs: Sequence[int], n_lambda1: int) -> Tuple[Tensor, Tensor]:
         """Stacked complex operators of frequential filters sharing k_fr, restricted to their nonzero rows.
