@@ -117,7 +117,7 @@ class _Modulus(torch.autograd.Function):
             # First derivative only: z / max(|z|, floor) is already 0 where z = 0.
             scale = grad / r.clamp_min(floor)
             # (s, s) pairs, then a flat product: broadcast over the (re, im) axis it does not vectorize.
-            return torch.view_as_complex(torch.view_as_real(z) * torch.stack([scale, scale], dim=-1))
+            return torch.view_as_complex(torch.view_as_real(z) * torch.view_as_real(torch.complex(scale, scale)))
         # d|z|/dz = z / |z|, taken as 0 at z = 0. The second derivative grows
         # like 1/|z|^2: the floor keeps it finite, and the where makes it 0 at
         # z = 0, not NaN.

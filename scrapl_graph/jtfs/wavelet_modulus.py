@@ -75,7 +75,7 @@ class _WaveletModulus(torch.autograd.Function):
         scale = rfft_adjoint(grad, ctx.m).div_(r.clamp_min_(modulus_floor(r.dtype)))
         # The scale interleaved as (s, s) pairs first: a product broadcast over the trailing (re, im)
         # axis is an unvectorized kernel on CPUs, slower than the copy and a flat product together.
-        g_y = torch.view_as_complex(torch.view_as_real(y).mul_(torch.stack([scale, scale], dim=-1)))
+        g_y = torch.view_as_complex(torch.view_as_real(y).mul_(torch.view_as_real(torch.complex(scale, scale))))
         # (batch, filters, 2 L): the band's (re, im) pairs as one flat axis.
         g_band = torch.view_as_real(torch.fft.fft(g_y, norm="forward")).flatten(-2)[..., : 2 * val.shape[1]]
         g_x = g_val = None
