@@ -1,24 +1,34 @@
-"""Recover an LFO-driven tremolo's and phaser's rate and depth from a minute of processed audio with TBPTT.
+"""Recover an LFO-driven phaser's (and tremolo's) rate and depth from a minute of processed audio with TBPTT.
 
 A music-like source (chords, noise bursts, drums from the drum synth) goes
-through ``in -> tremolo -> phaser -> out`` at 22.05 kHz. The rates and depths
-of both LFOs are estimated from the processed audio, with their phases
-unknown, by truncated backpropagation through time: sub-sequences of 2^15
-samples (1.49 s), groups of three (one warm-up, two lossed), one optimizer
-step per lossed sub-sequence. The same run is made with SCRAPL (one JTFS path
-per sub-sequence), the full JTFS and MSS; the table gives the error of each
-rate and depth in percent and the wall time. ``--memory`` also measures the
-peak memory of one TBPTT pass and of one direct pass through the whole signal.
+through the chosen effects (``--effects``: the phaser by default, the tremolo,
+or ``in -> tremolo -> phaser -> out``) at 22.05 kHz. The LFOs' rates and
+depths are estimated from the processed audio, with their phases unknown, by
+truncated backpropagation through time: sequences of three sub-sequences of
+2^15 samples (1.49 s; one warm-up, two lossed), 16 sequences per step, one
+optimizer step per lossed sub-sequence. The same run is made with SCRAPL
+(one JTFS path per step), the full JTFS and MSS; the table gives the error of
+each rate and depth in percent and the wall time. ``--memory`` also measures
+the peak memory of one TBPTT pass and of one direct pass through the whole
+signal.
 
-``--landscape tremolo`` (or ``phaser``) shows why the rates are hard: that
-effect alone on the source, its rate swept over a grid, each loss taken on
-windows spread over the signal with the estimate's LFO restarted at phase 0
-one sub-sequence before the window (as a TBPTT sequence does), averaged
-over the windows. A loss that leads gradient descent to the true rate must
-decrease towards it from the start.
+The LFO phase is a nuisance: every sequence starts its LFO at a random phase
+(``nuisance`` of :func:`~scrapl_graph.train.tbptt_optimize`), and both JTFS
+losses compare the batch's mean coefficients (``compare="batch_mean"``),
+summed over time and log-frequency and log-compressed, with the targets'
+mean. Per example, the comparison at the true rate depends on the LFO's phase
+relative to the music, and its minimum is biased; between batch means the
+phase is averaged out on both sides. MSS compares time frames: it keeps its
+per-example form.
 
-    PYTHONPATH=. python examples/lfo_tbptt.py [--seconds 60] [--epochs 2] [--memory]
-    PYTHONPATH=. python examples/lfo_tbptt.py --landscape tremolo [--windows 12]
+``--landscape tremolo`` (or ``phaser``) shows the losses against the rate:
+that effect alone on the source, each loss taken on windows spread over the
+signal with the estimate's LFO restarted at phase 0 one sub-sequence before
+the window (as a TBPTT sequence does), averaged over the windows, and the
+per-path JTFS error between the windows' mean coefficients.
+
+    PYTHONPATH=. python examples/lfo_tbptt.py [--effects phaser] [--seconds 60] [--epochs 4] [--memory]
+    PYTHONPATH=. python examples/lfo_tbptt.py --landscape phaser [--windows 24]
 """
 from __future__ import annotations
 
@@ -41,6 +51,8 @@ TRUE = {"tremolo": dict(lfo_rate=5.0, lfo_depth=0.7, lfo_phase=0.3),
 START = {"tremolo": dict(lfo_rate=3.0, lfo_depth=0.4), "phaser": dict(lfo_rate=1.2, lfo_depth=0.4)}
 # Summed over time and log-frequency: invariant to where the LFO's cycles fall in a window.
 JTFS = dict(J=12, Q1=8, Q2=1, J_fr=2, Q_fr=1, T="global", F="global")
+# How both JTFS losses compare: the batch's mean coefficients, log-compressed (paths of every energy count).
+COMPARE = dict(compare="batch_mean", use_rho_log1p=True, log1p_eps=1e-2)
 
 
 def music_like_source(seconds: float, seed: int = 0) -> torch.Tensor:
@@ -105,11 +117,12 @@ LANDSCAPE_RATES = {"tremolo": (2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0,
 
 
 def landscape(effect: str, x: torch.Tensor, windows: int, rates=None, sub: int = SUB, jtfs_config=None):
-    """Rows ``(rate, per-path JTFS error, full JTFS error, MSS)``: each loss averaged over ``windows`` windows.
+    """Rows ``(rate, per-path JTFS error, full JTFS error, MSS, per-path error of batch means)``.
 
-    The JTFS errors use the example's configuration: per path, ``|S_p(est) - S_p(target)|^2 / |S_p(target)|^2``
-    averaged over the paths (what SCRAPL's per-path steps see), and the relative L2 distance over all
-    coefficients (the full JTFS loss).
+    The first three are averaged over ``windows`` windows. The JTFS errors use the example's transform:
+    per path, ``|S_p(est) - S_p(target)|^2 / |S_p(target)|^2`` averaged over the paths (what SCRAPL's
+    per-path steps see), and the relative L2 distance over all coefficients (the full JTFS loss). The
+    last is the per-path error between the windows' mean coefficients (``compare="batch_mean"``).
     """
     synth, processors = build((effect,), sub)
     renderer = ChunkedRenderer(synth)
@@ -141,7 +154,9 @@ def landscape(effect: str, x: torch.Tensor, windows: int, rates=None, sub: int =
             per_path = ((s_est - s_target) ** 2).flatten(2).sum(2) / (s_target ** 2).flatten(2).sum(2).clamp_min(1e-30)
             full = ((s_est - s_target) ** 2).flatten(1).sum(1) / (s_target ** 2).flatten(1).sum(1)
             mss_value = torch.stack([mss(est[i:i + 1], target[i:i + 1]) for i in range(len(starts))])
-            rows.append((rate, float(per_path.mean()), float(full.mean()), float(mss_value.mean())))
+            mean_est, mean_target = s_est.mean(0), s_target.mean(0)
+            of_means = ((mean_est - mean_target) ** 2).flatten(1).sum(1) / (mean_target ** 2).flatten(1).sum(1).clamp_min(1e-30)
+            rows.append((rate, float(per_path.mean()), float(full.mean()), float(mss_value.mean()), float(of_means.mean())))
     return rows
 
 
@@ -150,8 +165,11 @@ def main(argv=None) -> int:
     parser.add_argument("--sub", type=int, default=SUB, help="samples per sub-sequence (default 2^15)")
     parser.add_argument("--J", type=int, default=JTFS["J"], help="JTFS octaves (default 12)")
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--effects", default="phaser", help="phaser, tremolo, or tremolo,phaser (a chain)")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=16, help="sequences per step (default 16)")
     parser.add_argument("--max_steps", type=int, default=None)
+    parser.add_argument("--jtfs_steps", type=int, default=16, help="steps of the full JTFS (default 16: its time)")
     parser.add_argument("--losses", default="scrapl,jtfs,mss")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--landscape", choices=("tremolo", "phaser"), default=None)
@@ -164,12 +182,15 @@ def main(argv=None) -> int:
         rates = [float(r) for r in args.rates.split(",")] if args.rates else None
         print(f"{args.landscape} alone, true rate {TRUE[args.landscape]['lfo_rate']} Hz, start "
               f"{START[args.landscape]['lfo_rate']} Hz; losses averaged over {args.windows} windows of {args.sub} samples")
-        print(f"{'rate':>6} {'JTFS per path':>14} {'JTFS full':>10} {'MSS':>8}")
-        for rate, per_path, full, mss_value in landscape(args.landscape, music_like_source(args.seconds), args.windows,
-                                                         rates, args.sub, jtfs_config):
-            print(f"{rate:6.2f} {per_path:14.4f} {full:10.4f} {mss_value:8.4f}")
+        print(f"{'rate':>6} {'JTFS per path':>14} {'JTFS full':>10} {'MSS':>8} {'of batch means':>15}")
+        for rate, per_path, full, mss_value, of_means in landscape(args.landscape, music_like_source(args.seconds),
+                                                                   args.windows, rates, args.sub, jtfs_config):
+            print(f"{rate:6.2f} {per_path:14.4f} {full:10.4f} {mss_value:8.4f} {of_means:15.5f}")
         return 0
-    synth, processors = build(sub=args.sub)
+    effects = tuple(args.effects.split(","))
+    if not set(effects) <= set(TRUE):
+        raise SystemExit(f"--effects: choose among {sorted(TRUE)}, got {args.effects!r}")
+    synth, processors = build(effects, args.sub)
     x = music_like_source(args.seconds)
     true = theta_of(processors, {})
     with torch.no_grad():
@@ -177,15 +198,18 @@ def main(argv=None) -> int:
     theta0 = theta_of(processors, START)
     labels = synth.layout.labels()
     trainable = [i for i, label in enumerate(labels) if "lfo_rate" in label or "lfo_depth" in label]
-    specs = {"scrapl": {"class_path": "scrapl", "init_args": dict(shape=None, **jtfs_config, grad_mult=1.0e8)},
-             "jtfs": {"class_path": "jtfs", "init_args": dict(shape=args.sub, **jtfs_config)},
+    phases = [i for i, label in enumerate(labels) if "lfo_phase" in label]
+    specs = {"scrapl": {"class_path": "scrapl", "init_args": dict(shape=None, **jtfs_config, **COMPARE, grad_mult=1.0e8)},
+             "jtfs": {"class_path": "jtfs", "init_args": dict(shape=args.sub, **jtfs_config, **COMPARE)},
              "mss": "mss"}
-    print(f"{args.seconds:.0f} s of audio, sub-sequences of {args.sub} samples, groups of 3; start: "
-          f"{report(processors, theta0)}")
+    print(f"{args.seconds:.0f} s of audio through {' -> '.join(effects)}, sequences of 3 x {args.sub} samples, "
+          f"{args.batch} per step, LFO phases drawn per sequence; start: {report(processors, theta0)}")
     for name in args.losses.split(","):
         t0 = time.perf_counter()
-        result = tbptt_optimize(synth, x, y, specs[name], theta0, sub_length=args.sub, num_sub=3, trainable=trainable,
-                                lr=0.05, epochs=args.epochs, max_steps=args.max_steps, seed=0)
+        steps = args.max_steps if name != "jtfs" else min(args.jtfs_steps, args.max_steps or args.jtfs_steps)
+        result = tbptt_optimize(synth, x, y, specs[name], theta0, sub_length=args.sub, num_sub=3, hop=args.sub // 4,
+                                batch_size=args.batch, trainable=trainable, nuisance=phases, lr=0.05,
+                                epochs=args.epochs, max_steps=steps, seed=0)
         errors = report(processors, result.theta)
         cells = ", ".join(f"{k} {v:.3g} ({e:.1f} %)" for k, (v, e) in errors.items())
         print(f"{name:7s} {result.steps} steps, {time.perf_counter() - t0:.0f} s: {cells}")

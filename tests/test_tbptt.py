@@ -63,3 +63,34 @@ def test_memory_pass_runs_every_sub_sequence():
     synth = GraphSynth.chain({"phaser": Phaser(SR, block_size=32)}, num_samples=256)
     x = torch.randn(1, 1, 7 * 2048)
     assert tbptt_memory_pass(synth, x, x, "mss", sub_length=2048, num_sub=4) == 5
+
+
+class _Recorder(torch.nn.Module):
+    """Squared error that keeps every estimate batch it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, estimate, target):
+        self.seen.append(estimate.detach())
+        return (estimate - target).square().mean()
+
+
+@pytest.mark.parametrize("nuisance", [None, [2]])
+def test_nuisance_columns_are_drawn_per_sequence_and_never_trained(nuisance):
+    synth, _, _, true = _tremolo_case(seconds=1.0)
+    x = torch.ones(1, 1, 8000)  # every sequence sees the same input: only the LFO's phase can tell them apart
+    recorder = _Recorder()
+    result = tbptt_optimize(synth, x, torch.zeros_like(x), recorder, true, sub_length=512, num_sub=3, hop=512,
+                            batch_size=4, trainable=[1], nuisance=nuisance, max_steps=2, lr=0.01, optimizer="sgd")
+    first = recorder.seen[0]
+    distinct = {tuple(row.flatten()[:64].tolist()) for row in first}
+    assert len(distinct) == (4 if nuisance else 1)
+    assert result.theta[0, 2] == true[0, 2]  # the drawn phase is never written back
+
+
+def test_a_column_cannot_be_trainable_and_nuisance():
+    synth, x, y, true = _tremolo_case(seconds=1.0)
+    with pytest.raises(ValueError, match="both trainable and nuisance"):
+        tbptt_optimize(synth, x, y, "esr", true, sub_length=512, num_sub=3, trainable=[0, 2], nuisance=[2])

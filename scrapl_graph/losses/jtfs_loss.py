@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..checks import check_pair
 from ..jtfs import JTFS
-from .distance import path_distance
+from .distance import check_compare, compared, path_distance
 from .transforms import TransformCache
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ class JTFSLoss(nn.Module):
             chunk; smaller means less memory and more, smaller batches.
         check_values: the NaN/Inf check of inputs (None: on CPU only; see
             :mod:`scrapl_graph.checks`).
+        compare: ``"example"`` (each estimate against its target) or ``"batch_mean"`` (the
+            batch's mean coefficients against the targets' mean: see :mod:`.distance`).
         learnable: wavelet families with trainable centre frequencies and
             bandwidths (see :class:`~scrapl_graph.JTFS`); their gradient
             includes the target's side, and the loss holds one transform.
@@ -52,8 +54,9 @@ class JTFSLoss(nn.Module):
     def __init__(self, shape: int, J: int = 12, Q1: int = 8, Q2: int = 2, J_fr: int = 3, Q_fr: int = 2,
                  T=None, F=None, p: float = 2.0, use_rho_log1p: bool = False, log1p_eps: float = 1e-3,
                  first_order: bool = False, chunk_elements: int = 2**24, check_values: Optional[bool] = None,
-                 learnable=()):
+                 learnable=(), compare: str = "example"):
         super().__init__()
+        self.compare = check_compare(compare)
         config = dict(J=J, Q1=Q1, Q2=Q2, J_fr=J_fr, Q_fr=Q_fr, T=T, F=F, learnable=learnable)
         self.transforms = TransformCache(config, shape, check_values)
         self.shape = self.transforms.get(shape).N  # builds (and validates) the default-dtype transform
@@ -100,7 +103,8 @@ class JTFSLoss(nn.Module):
             S = jtfs.paths_from_spectra([(k, s, u) for (k, s), u in zip(meta, u1_hats)], idxs)
             with torch.set_grad_enabled(bool(filters)):
                 S_target = jtfs.paths_from_spectra(target_spectra, idxs)
-            return path_distance(S, S_target, self.p, self.log1p_eps).sum() / (batch * n_terms)
+            S, S_target = compared(S, self.compare), compared(S_target, self.compare)
+            return path_distance(S, S_target, self.p, self.log1p_eps).sum() / (S.shape[0] * n_terms)
 
         tensors = [s for _, _, s in spectra]
         if torch.is_grad_enabled() and (x.requires_grad or filters):
@@ -111,6 +115,7 @@ class JTFSLoss(nn.Module):
             S1 = jtfs.first_order(x)
             with torch.set_grad_enabled(bool(filters)):
                 S1_target = jtfs.first_order(x_target)
+            S1, S1_target = compared(S1, self.compare), compared(S1_target, self.compare)
             first = path_distance(S1, S1_target, self.p, self.log1p_eps).mean(dim=0).sum()
             loss = (loss * n_terms + first) / (n_terms + S1.shape[1])
         return loss

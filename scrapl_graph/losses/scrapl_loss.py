@@ -62,8 +62,8 @@ class SCRAPLLoss(nn.Module):
     Dtype and device: see :mod:`scrapl_graph.losses.transforms` (built in the
     default dtype, follows the input's floating dtype, computes on its own device).
 
-    Arguments and defaults are the reference package's, plus the extras from
-    ``paths_per_step`` on; ``shape`` may be None (any length).
+    Arguments and defaults are the reference package's, plus the extras from ``paths_per_step`` on;
+    ``shape`` may be None (any length).
 
     Args:
         shape: signal length, or None for any length.
@@ -95,8 +95,9 @@ class SCRAPLLoss(nn.Module):
             tensor (same object, unmodified) is passed again (never while learnable filters train).
         learnable: wavelet families with trainable centre frequencies and bandwidths
             (``True``: all; see :mod:`scrapl_graph.jtfs.parametric`): one transform, one length.
-        check_values: the NaN/Inf check of inputs (None: on CPU only; see
-            :mod:`scrapl_graph.checks`).
+        check_values: the NaN/Inf check of inputs (None: on CPU only; see :mod:`scrapl_graph.checks`).
+        compare: ``"example"`` (each estimate against its target) or ``"batch_mean"`` (the
+            batch's mean coefficients against the targets' mean: see :mod:`.distance`).
 
     Attributes:
         n_paths, unif_prob, probs, curr_path_idx, path_counts: as in the reference
@@ -116,7 +117,7 @@ class SCRAPLLoss(nn.Module):
                  eps: float = 1e-12, p_adam_b1: float = 0.9, p_adam_b2: float = 0.999, p_adam_eps: float = 1e-8,
                  paths_per_step: int = 1, cache_target: bool = True, check_values: Optional[bool] = None,
                  first_order_share: Union[None, float, str] = None, theta_weights: Optional[Sequence[float]] = None,
-                 optimizer: str = "pathwise", learnable=()):
+                 optimizer: str = "pathwise", learnable=(), compare: str = "example"):
         super().__init__()
         check_config(use_p_adam, use_rho_log1p, grad_mult, n_theta, min_prob_frac, paths_per_step, use_p_saga,
                      p, (p_adam_b1, p_adam_b2), optimizer)
@@ -134,7 +135,7 @@ class SCRAPLLoss(nn.Module):
         # The path set does not depend on the length: any valid length gives it.
         layout = self.transforms.get(shape) if shape is not None else JTFS(max(2**J, T if isinstance(T, int) else 0),
                                                                              **self.jtfs_config)
-        self.path_set = ScraplPathSet(layout, first_order_share)
+        self.path_set = ScraplPathSet(layout, first_order_share, compare)
         self.paths, self.scrapl_keys, self.n_paths = self.path_set.paths, self.path_set.keys, self.path_set.n_paths
         self.n_second, self.n_first, self.prior = self.path_set.n_second, self.path_set.n_first, self.path_set.prior
         self.first_order_share = self.path_set.share

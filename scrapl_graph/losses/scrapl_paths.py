@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..jtfs import JTFS
 from ..scrapl.order_share import Share, impose_share, order_prior, resolve_share
-from .distance import path_distance
+from .distance import check_compare, compared, path_distance
 
 
 class Block(NamedTuple):
@@ -39,6 +39,7 @@ class ScraplPathSet:
         first_order_share: None (second-order paths only), a number in (0, 1)
             or ``"uniform"``: the first order's probability mass (see
             :mod:`scrapl_graph.scrapl.order_share`).
+        compare: ``"example"`` or ``"batch_mean"`` (see :mod:`.distance`).
 
     Attributes:
         paths: :class:`~scrapl_graph.PathInfo` per path, in index order (``order`` tells 1 from 2).
@@ -48,7 +49,8 @@ class ScraplPathSet:
         prior: float64 ``(n_paths,)``, the probabilities before theta-IS.
     """
 
-    def __init__(self, layout: JTFS, first_order_share: Share = None):
+    def __init__(self, layout: JTFS, first_order_share: Share = None, compare: str = "example"):
+        self.compare = check_compare(compare)
         self.n_second = layout.n_paths
         self.share = resolve_share(first_order_share, layout.n_paths, layout.n_first_order)
         first = list(layout.first_order_paths) if self.share is not None else []
@@ -98,9 +100,11 @@ class ScraplPathSet:
 
     def distances(self, S: List[Tensor], S_target: List[Tensor], idxs: Sequence[int], p: float,
                   log1p_eps: Optional[float]) -> Tensor:
-        """Per-example, per-path distances ``(batch, len(idxs))`` between the blocks of :meth:`coefficients`."""
+        """Per-path distances ``(batch, len(idxs))`` between the blocks of :meth:`coefficients`
+        (``(1, len(idxs))`` between batch means with ``compare="batch_mean"``)."""
         blocks = self.blocks(idxs)
-        parts = [path_distance(s, t, p, log1p_eps) for s, t in zip(S, S_target)]
+        parts = [path_distance(compared(s, self.compare), compared(t, self.compare), p, log1p_eps)
+                 for s, t in zip(S, S_target)]
         if len(parts) == 1:  # one order: its positions are the request's, in order
             return parts[0]
         # Concatenated, the blocks hold positions [b.positions...]: argsort puts them back in request order.

@@ -21,7 +21,7 @@ from ..scrapl import curvature
 from ..scrapl import warmup_store as store
 from ..scrapl.importance import AGGREGATIONS, aggregate_vals
 from ..scrapl.warmup import check_path_range, run_warmup
-from .distance import path_distance
+from .distance import compared, path_distance
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,9 @@ def path_loss(loss) -> curvature.PathLoss:
             (target,) = loss.path_set.coefficients(jtfs, x.to(x_hat).reshape(-1, n), [path_idx])
         (coefs,) = loss.path_set.coefficients(jtfs, x_hat.reshape(-1, n), [path_idx])
         log1p_eps = loss.log1p_eps if loss.use_rho_log1p else None
-        dist = path_distance(coefs, target.repeat(copies, 1, 1, 1), loss.p, log1p_eps)
+        compare = loss.path_set.compare
+        target = compared(target, compare).repeat(copies, 1, 1, 1)
+        dist = path_distance(compared(coefs, compare, copies), target, loss.p, log1p_eps)
         return dist.reshape(copies, -1).mean(dim=1).sum()
 
     return value

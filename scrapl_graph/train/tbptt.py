@@ -24,8 +24,16 @@ What is optimized is the flat parameter vector theta of the graph
 (:class:`~scrapl_graph.graph.GraphSynth`), one row shared by every sequence
 of a batch. Gradients cannot flow into the LFO phase offset past the warm-up
 sub-sequence (the phase is a detached state there); rates and depths are
-learnt from the within-sub-sequence dynamics, which is what makes the LFO's
-absolute phase irrelevant to them.
+learnt from the within-sub-sequence dynamics.
+
+Nuisance parameters, such as an LFO's phase offset, whose value in the target
+is unknown and of no interest, can be drawn afresh for every sequence
+(``nuisance``): each sequence of a batch then starts its LFO at its own random
+phase. With a loss that compares batch statistics (``compare="batch_mean"``
+of the JTFS losses, with time-invariant coefficients), the estimate's
+statistics are then marginal in the phase, as the target's are over its
+excerpts, and the TBPTT gradient (which ignores the phase carried from the
+warm-up) is the gradient of that marginal comparison.
 """
 from __future__ import annotations
 
@@ -103,7 +111,7 @@ def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: Loss
                    theta_init: Optional[Tensor] = None, *, sub_length: int, num_sub: int, hop: Optional[int] = None,
                    batch_size: int = 1, epochs: int = 1, max_steps: Optional[int] = None, lr: float = 0.05,
                    optimizer: OptimizerSpec = None, trainable: ColumnSpec = None, error_columns: ColumnSpec = None,
-                   true_theta: Optional[Tensor] = None, seed: Optional[int] = 0,
+                   true_theta: Optional[Tensor] = None, nuisance: ColumnSpec = None, seed: Optional[int] = 0,
                    progress: bool = False) -> TBPTTResult:
     """Fit a graph's parameters to long recordings with TBPTT (see the module docstring).
 
@@ -124,6 +132,8 @@ def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: Loss
         lr, optimizer: as for :func:`~scrapl_graph.train.optimize_graph`.
         trainable, error_columns: theta columns optimized / measured (default all / trainable).
         true_theta: ``(1, n_theta)``, to record the parameter error after every step.
+        nuisance: theta columns drawn for every sequence, uniformly in ``s = sigmoid(theta)`` (uniform
+            over a linear parameter range, log-uniform over a log range), not trained.
         seed: seeds the shuffling and the loss's draws.
         progress: show a progress bar.
 
@@ -152,13 +162,24 @@ def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: Loss
     labels = theta_labels(synth)
     columns = resolve_columns(trainable, synth.n_theta, labels)
     measured = columns if error_columns is None else resolve_columns(error_columns, synth.n_theta, labels)
+    drawn = [] if nuisance is None else resolve_columns(nuisance, synth.n_theta, labels)
+    if set(drawn) & set(columns):
+        raise ValueError(f"columns {sorted(set(drawn) & set(columns))} are both trainable and nuisance")
     free = theta_init[:, columns].clone().requires_grad_(True)
     index = torch.tensor(columns, device=target.device)
-
-    def full_theta(batch: int) -> Tensor:
-        return theta_init.index_copy(1, index, free).expand(batch, -1)
-
     shuffle = torch.Generator().manual_seed(0 if seed is None else seed)
+    nuisance_draws = torch.Generator().manual_seed(1 if seed is None else seed + 1)
+
+    def full_theta(batch: int, draws: Optional[Tensor] = None) -> Tensor:
+        theta = theta_init.index_copy(1, index, free).expand(batch, -1)
+        return theta if draws is None else theta.index_copy(1, torch.tensor(drawn, device=theta.device), draws)
+
+    def draw_nuisance(batch: int) -> Optional[Tensor]:
+        if not drawn:
+            return None
+        s = torch.rand(batch, len(drawn), generator=nuisance_draws, dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
+        return torch.logit(s).to(theta_init)
+
     steps_per_epoch = -(-len(sequences) // batch_size) * (num_sub - 1)
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
     history: Dict[str, List[float]] = {"step": [], "epoch": [], "loss": [], "time": []}
@@ -176,6 +197,7 @@ def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: Loss
                 if step >= total:
                     break
                 batch = [sequences[i] for i in order[b:b + batch_size]]
+                draws = draw_nuisance(len(batch))
                 renderer.reset_states()
                 for j in range(num_sub):
                     if step >= total:
@@ -183,11 +205,11 @@ def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: Loss
                     x = torch.stack([inputs[r, ..., s + j * sub_length:s + (j + 1) * sub_length] for r, s in batch])
                     if j == 0:
                         with torch.no_grad():  # warm-up: states only
-                            renderer.render_chunk(full_theta(len(batch)), x)
+                            renderer.render_chunk(full_theta(len(batch), draws), x)
                         continue
                     y = torch.stack([target[r, ..., s + j * sub_length:s + (j + 1) * sub_length] for r, s in batch])
                     step += 1
-                    value = run.step(lambda: run.loss(renderer.render_chunk(full_theta(len(batch)), x), y), step)
+                    value = run.step(lambda: run.loss(renderer.render_chunk(full_theta(len(batch), draws), x), y), step)
                     renderer.detach_states()
                     history["step"].append(step)
                     history["epoch"].append(epoch)
