@@ -169,6 +169,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch", type=int, default=16, help="sequences per step (default 16)")
     parser.add_argument("--max_steps", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the shuffling, the LFO phases and SCRAPL's draws")
     parser.add_argument("--jtfs_steps", type=int, default=16, help="steps of the full JTFS (default 16: its time)")
     parser.add_argument("--losses", default="scrapl,jtfs,mss")
     parser.add_argument("--memory", action="store_true")
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
         steps = args.max_steps if name != "jtfs" else min(args.jtfs_steps, args.max_steps or args.jtfs_steps)
         result = tbptt_optimize(synth, x, y, specs[name], theta0, sub_length=args.sub, num_sub=3, hop=args.sub // 4,
                                 batch_size=args.batch, trainable=trainable, nuisance=phases, lr=0.05,
-                                epochs=args.epochs, max_steps=steps, seed=0)
+                                epochs=args.epochs, max_steps=steps, seed=args.seed)
         errors = report(processors, result.theta)
         cells = ", ".join(f"{k} {v:.3g} ({e:.1f} %)" for k, (v, e) in errors.items())
         print(f"{name:7s} {result.steps} steps, {time.perf_counter() - t0:.0f} s: {cells}")
