@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .ops import is_batched, magnitude, modulus, modulus_floor, rfft, rfft_adjoint, scale_parts
+from .ops import interleaved, is_batched, magnitude, modulus, modulus_floor, rfft, rfft_adjoint, scale_parts
 
 
 def _forward(x_half: Tensor, idx: Tensor, val: Tensor, m: int) -> Tensor:
@@ -73,9 +73,7 @@ class _WaveletModulus(torch.autograd.Function):
             return (next(grads) if wants_x else None), None, (next(grads) if wants_val else None), None, None
         # d|y|/dy = y / |y|; a floored |y| makes it 0 (not NaN) where y = 0.
         scale = rfft_adjoint(grad, ctx.m).div_(r.clamp_min_(modulus_floor(r.dtype)))
-        # The scale interleaved as (s, s) pairs first: a product broadcast over the trailing (re, im)
-        # axis is an unvectorized kernel on CPUs, slower than the copy and a flat product together.
-        g_y = torch.view_as_complex(torch.view_as_real(y).mul_(torch.view_as_real(torch.complex(scale, scale))))
+        g_y = torch.view_as_complex(torch.view_as_real(y).mul_(interleaved(scale)))
         # (batch, filters, 2 L): the band's (re, im) pairs as one flat axis.
         g_band = torch.view_as_real(torch.fft.fft(g_y, norm="forward")).flatten(-2)[..., : 2 * val.shape[1]]
         g_x = g_val = None

@@ -167,12 +167,13 @@ def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: Loss
         raise ValueError(f"columns {sorted(set(drawn) & set(columns))} are both trainable and nuisance")
     free = theta_init[:, columns].clone().requires_grad_(True)
     index = torch.tensor(columns, device=target.device)
+    drawn_index = torch.tensor(drawn, dtype=torch.long, device=target.device)
     shuffle = torch.Generator().manual_seed(0 if seed is None else seed)
     nuisance_draws = torch.Generator().manual_seed(1 if seed is None else seed + 1)
 
     def full_theta(batch: int, draws: Optional[Tensor] = None) -> Tensor:
         theta = theta_init.index_copy(1, index, free).expand(batch, -1)
-        return theta if draws is None else theta.index_copy(1, torch.tensor(drawn, device=theta.device), draws)
+        return theta if draws is None else theta.index_copy(1, drawn_index, draws)
 
     def draw_nuisance(batch: int) -> Optional[Tensor]:
         if not drawn:
