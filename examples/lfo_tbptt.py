@@ -92,22 +92,35 @@ def build(effects=("tremolo", "phaser"), sub: int = SUB):
     return synth, processors
 
 
-def theta_of(processors, values) -> torch.Tensor:
+def with_true(text: str = None) -> dict:
+    """``TRUE`` with ``effect.key=value`` overrides (comma-separated), e.g. ``phaser.lfo_rate=1.5``."""
+    true = {name: dict(values) for name, values in TRUE.items()}
+    for item in filter(None, (text or "").split(",")):
+        key, _, value = item.partition("=")
+        name, _, param = key.strip().partition(".")
+        if name not in true or param not in true[name] or not value:
+            raise SystemExit(f"--true: expected effect.key=value with keys {sorted(f'{n}.{k}' for n in true for k in true[n])},"
+                             f" got {item!r}")
+        true[name][param] = float(value)
+    return true
+
+
+def theta_of(processors, values, true=TRUE) -> torch.Tensor:
     parts = []
     for name, proc in processors.items():
-        full = {**TRUE[name], **values.get(name, {})}
+        full = {**true[name], **values.get(name, {})}
         parts += [proc.unconstrained(**{k: full[k]})[k] for k in proc.ranges]
     return torch.cat(parts, dim=1)
 
 
-def report(processors, theta) -> dict:
+def report(processors, theta, true=TRUE) -> dict:
     """Physical rate and depth of both LFOs, and their errors in percent."""
     out, col = {}, 0
     for name, proc in processors.items():
         phys = proc.physical(**{k: theta[:, col + i:col + i + 1] for i, k in enumerate(proc.ranges)})
         for key in ("lfo_rate", "lfo_depth"):
-            value, true = float(phys[key]), TRUE[name][key]
-            out[f"{name}.{key}"] = (value, 100 * abs(value - true) / true)
+            value, truth = float(phys[key]), true[name][key]
+            out[f"{name}.{key}"] = (value, 100 * abs(value - truth) / truth)
         col += len(proc.ranges)
     return out
 
@@ -116,7 +129,7 @@ LANDSCAPE_RATES = {"tremolo": (2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0,
                    "phaser": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.6)}
 
 
-def landscape(effect: str, x: torch.Tensor, windows: int, rates=None, sub: int = SUB, jtfs_config=None):
+def landscape(effect: str, x: torch.Tensor, windows: int, rates=None, sub: int = SUB, jtfs_config=None, true=TRUE):
     """Rows ``(rate, per-path JTFS error, full JTFS error, MSS, per-path error of batch means)``.
 
     The first three are averaged over ``windows`` windows. The JTFS errors use the example's transform:
@@ -134,7 +147,7 @@ def landscape(effect: str, x: torch.Tensor, windows: int, rates=None, sub: int =
     mss = build_loss("mss")
 
     def estimate_windows(rate):
-        theta = theta_of(processors, {effect: dict(lfo_rate=rate, lfo_phase=0.0)})
+        theta = theta_of(processors, {effect: dict(lfo_rate=rate, lfo_phase=0.0)}, true)
         out = []
         for s in starts:
             renderer.reset_states()
@@ -145,7 +158,7 @@ def landscape(effect: str, x: torch.Tensor, windows: int, rates=None, sub: int =
     rows = []
     with torch.no_grad():
         # The target: the effect run from the signal's start, cut at the same windows.
-        wet = synth.render(theta_of(processors, {}), x)
+        wet = synth.render(theta_of(processors, {}, true), x)
         target = torch.stack([wet[0, :, s:s + sub] for s in starts])
         s_target = jtfs(target[:, 0])
         for rate in rates or LANDSCAPE_RATES[effect]:
@@ -170,6 +183,10 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=16, help="sequences per step (default 16)")
     parser.add_argument("--max_steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0, help="seeds the shuffling, the LFO phases and SCRAPL's draws")
+    parser.add_argument("--source_seed", type=int, default=0, help="seeds the source's noise bursts and drums")
+    parser.add_argument("--true", default=None, help="true values to override, e.g. phaser.lfo_rate=1.5,phaser.lfo_depth=0.5")
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--lr_end", type=float, default=None, help="decay the learning rate linearly to this")
     parser.add_argument("--jtfs_steps", type=int, default=16, help="steps of the full JTFS (default 16: its time)")
     parser.add_argument("--losses", default="scrapl,jtfs,mss")
     parser.add_argument("--memory", action="store_true")
@@ -179,24 +196,24 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     jtfs_config = dict(JTFS, J=args.J)
+    true_values = with_true(args.true)
+    x = music_like_source(args.seconds, args.source_seed)
     if args.landscape:
         rates = [float(r) for r in args.rates.split(",")] if args.rates else None
-        print(f"{args.landscape} alone, true rate {TRUE[args.landscape]['lfo_rate']} Hz, start "
+        print(f"{args.landscape} alone, true rate {true_values[args.landscape]['lfo_rate']} Hz, start "
               f"{START[args.landscape]['lfo_rate']} Hz; losses averaged over {args.windows} windows of {args.sub} samples")
         print(f"{'rate':>6} {'JTFS per path':>14} {'JTFS full':>10} {'MSS':>8} {'of batch means':>15}")
-        for rate, per_path, full, mss_value, of_means in landscape(args.landscape, music_like_source(args.seconds),
-                                                                   args.windows, rates, args.sub, jtfs_config):
+        for rate, per_path, full, mss_value, of_means in landscape(args.landscape, x, args.windows, rates, args.sub,
+                                                                   jtfs_config, true_values):
             print(f"{rate:6.2f} {per_path:14.4f} {full:10.4f} {mss_value:8.4f} {of_means:15.5f}")
         return 0
     effects = tuple(args.effects.split(","))
     if not set(effects) <= set(TRUE):
         raise SystemExit(f"--effects: choose among {sorted(TRUE)}, got {args.effects!r}")
     synth, processors = build(effects, args.sub)
-    x = music_like_source(args.seconds)
-    true = theta_of(processors, {})
     with torch.no_grad():
-        y = synth.render(true, x)
-    theta0 = theta_of(processors, START)
+        y = synth.render(theta_of(processors, {}, true_values), x)
+    theta0 = theta_of(processors, START, true_values)
     labels = synth.layout.labels()
     trainable = [i for i, label in enumerate(labels) if "lfo_rate" in label or "lfo_depth" in label]
     phases = [i for i, label in enumerate(labels) if "lfo_phase" in label]
@@ -204,14 +221,16 @@ def main(argv=None) -> int:
              "jtfs": {"class_path": "jtfs", "init_args": dict(shape=args.sub, **jtfs_config, **COMPARE)},
              "mss": "mss"}
     print(f"{args.seconds:.0f} s of audio through {' -> '.join(effects)}, sequences of 3 x {args.sub} samples, "
-          f"{args.batch} per step, LFO phases drawn per sequence; start: {report(processors, theta0)}")
+          f"{args.batch} per step, LFO phases drawn per sequence; truth: "
+          f"{ {n: {k: true_values[n][k] for k in ('lfo_rate', 'lfo_depth')} for n in effects} }; "
+          f"start: {report(processors, theta0, true_values)}")
     for name in args.losses.split(","):
         t0 = time.perf_counter()
         steps = args.max_steps if name != "jtfs" else min(args.jtfs_steps, args.max_steps or args.jtfs_steps)
         result = tbptt_optimize(synth, x, y, specs[name], theta0, sub_length=args.sub, num_sub=3, hop=args.sub // 4,
-                                batch_size=args.batch, trainable=trainable, nuisance=phases, lr=0.05,
+                                batch_size=args.batch, trainable=trainable, nuisance=phases, lr=args.lr, lr_end=args.lr_end,
                                 epochs=args.epochs, max_steps=steps, seed=args.seed)
-        errors = report(processors, result.theta)
+        errors = report(processors, result.theta, true_values)
         cells = ", ".join(f"{k} {v:.3g} ({e:.1f} %)" for k, (v, e) in errors.items())
         print(f"{name:7s} {result.steps} steps, {time.perf_counter() - t0:.0f} s: {cells}")
     if args.memory:

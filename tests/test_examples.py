@@ -156,14 +156,21 @@ def test_lfo_tbptt_example():
         assert len(errors) == 2 and all(math.isfinite(e) for e in errors)  # the phaser's rate and depth
 
 
-def test_lfo_tbptt_landscape_in_process(example_main):
+@pytest.mark.parametrize("true", [(), ("--true", "tremolo.lfo_rate=4")])
+def test_lfo_tbptt_landscape_in_process(example_main, true):
+    rate = "4.00" if true else "5.00"  # the default truth, or the one given
     out = example_main("lfo_tbptt.py", "--landscape", "tremolo", "--seconds", "1", "--sub", "4096", "--J", "8",
-                       "--windows", "2", "--rates", "3,5")
-    rows = result_rows(out, ("3.00", "5.00"))  # rate: JTFS per path, JTFS full, MSS, JTFS of batch means
-    assert set(rows) == {"3.00", "5.00"}
+                       "--windows", "2", "--rates", f"3,{rate}", *true)
+    rows = result_rows(out, ("3.00", rate))  # rate: JTFS per path, JTFS full, MSS, JTFS of batch means
+    assert set(rows) == {"3.00", rate}
     assert all(len(row) == 4 and all(math.isfinite(x) and x >= 0 for x in row) for row in rows.values())
     # At the true rate only the LFO's phase differs: every loss is below its value at the start.
-    assert all(at_true < at_start for at_true, at_start in zip(rows["5.00"], rows["3.00"]))
+    assert all(at_true < at_start for at_true, at_start in zip(rows[rate], rows["3.00"]))
+
+
+def test_lfo_tbptt_rejects_an_unknown_true_value(example_main):
+    with pytest.raises(SystemExit, match="--true: expected effect.key=value"):
+        example_main("lfo_tbptt.py", "--true", "phaser.rate=1.5")
 
 
 def test_lfo_tbptt_source_is_reproducible():

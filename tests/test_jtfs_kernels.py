@@ -5,6 +5,8 @@ import torch
 
 from scrapl_graph.jtfs import JTFS
 from scrapl_graph.jtfs.averaging import MAX_COLUMNS, averaging_matrix
+from scrapl_graph.jtfs.filters import center_frequencies
+from scrapl_graph.jtfs.morlet import l1_norm, morlet_spectrum, morlet_unnormalized, periods, support_bins
 from scrapl_graph.jtfs import streamed
 from scrapl_graph.jtfs.wavelet_modulus import _forward, wavelet_modulus_spectrum
 
@@ -161,3 +163,17 @@ def test_band_limited_product_equals_dense_product_then_periodization(support):
     torch.testing.assert_close(bank.apply(torch.fft.rfft(x), "h"), dense, rtol=1e-12, atol=1e-12)
     x_half = torch.fft.rfft(x).requires_grad_()
     assert torch.autograd.gradcheck(lambda z: bank.apply(z, "h"), (x_half,))
+
+
+@pytest.mark.parametrize("N", [64, 1000, 16384])
+def test_morlet_design_on_its_support_equals_the_whole_grid(N):
+    # The design evaluates only the bins where a Gaussian can be non-zero in float64; the rest must be
+    # exactly 0, so the filters are bit for bit those of the whole grid (and of the golden files).
+    filters = list(center_frequencies(12, 8))[::5] + [(None, 0.1 / 2**12), (None, 0.3), (-0.2, 0.05), (0.45, 0.2)]
+    for xi, sigma in filters:
+        sigma_t = torch.tensor(sigma, dtype=torch.float64)
+        xi_t = None if xi is None else torch.tensor(xi, dtype=torch.float64)
+        whole = morlet_unnormalized(torch.arange(N), N, xi_t, sigma_t, periods(sigma))
+        whole = whole / l1_norm(whole)
+        torch.testing.assert_close(morlet_spectrum(N, xi, sigma), whole, rtol=0, atol=0, equal_nan=True)
+    assert len(support_bins(16384, (0.3, 0.0), 1e-4, 2)) < 400  # a narrow filter costs its support

@@ -75,11 +75,39 @@ def morlet_unnormalized(bins: Tensor, N: int, xi: Optional[Tensor], sigma: Tenso
     return _periodized_gaussian(grid_frequencies(bins, N), xi, sigma, P, dtype) - kappa.to(dtype) * low
 
 
+# Beyond this many bandwidths from its centre a Gaussian is exactly 0 in float64 (exp(-760) underflows).
+UNDERFLOW_BANDWIDTHS = 39.0
+
+
+def support_bins(N: int, centers, sigma: float, P: int) -> Tensor:
+    """The bins of an N-point grid where Gaussians of width sigma at ``centers``, periodized over P periods,
+    can be non-zero (a superset, sorted); every other bin of the filter is exactly 0."""
+    half = UNDERFLOW_BANDWIDTHS * sigma * N
+    # One period more on each side: the centred grid of P = 1 wraps.
+    spans = sorted((max(0, math.floor((c + q) * N - half)), min(N, math.ceil((c + q) * N + half) + 1))
+                   for c in centers for q in range(-P, P + 1))
+    merged = []
+    for lo, hi in spans:
+        if lo >= hi:
+            continue
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return torch.cat([torch.arange(lo, hi) for lo, hi in merged]) if merged else torch.zeros(0, dtype=torch.long)
+
+
 def morlet_spectrum(N: int, xi: Optional[float], sigma: float) -> Tensor:
-    """The whole filter on the N bins, normalized to unit L1 norm in time (float64 tensor)."""
+    """The whole filter on the N bins, normalized to unit L1 norm in time (float64 tensor).
+
+    Only the bins of :func:`support_bins` are evaluated: a narrow filter of a long grid costs its support.
+    """
     sigma_t = torch.tensor(float(sigma), dtype=torch.float64)
     xi_t = torch.tensor(float(xi), dtype=torch.float64) if xi else None
-    h = morlet_unnormalized(torch.arange(N), N, xi_t, sigma_t, periods(float(sigma)))
+    P = periods(float(sigma))
+    bins = support_bins(N, (float(xi) if xi else 0.0, 0.0), float(sigma), P)
+    h = torch.zeros(N, dtype=torch.float64)
+    h[bins] = morlet_unnormalized(bins, N, xi_t, sigma_t, P)
     return h / l1_norm(h)
 
 

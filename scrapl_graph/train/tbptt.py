@@ -110,7 +110,8 @@ def _check_signals(synth: GraphSynth, inputs: Tensor, target: Tensor) -> Tuple[T
 def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: LossSpec,
                    theta_init: Optional[Tensor] = None, *, sub_length: int, num_sub: int, hop: Optional[int] = None,
                    batch_size: int = 1, epochs: int = 1, max_steps: Optional[int] = None, lr: float = 0.05,
-                   optimizer: OptimizerSpec = None, trainable: ColumnSpec = None, error_columns: ColumnSpec = None,
+                   lr_end: Optional[float] = None, optimizer: OptimizerSpec = None, trainable: ColumnSpec = None,
+                   error_columns: ColumnSpec = None,
                    true_theta: Optional[Tensor] = None, nuisance: ColumnSpec = None, seed: Optional[int] = 0,
                    progress: bool = False) -> TBPTTResult:
     """Fit a graph's parameters to long recordings with TBPTT (see the module docstring).
@@ -129,7 +130,8 @@ def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: Loss
         batch_size: sequences rendered together (theta is shared).
         epochs: passes over the shuffled sequences.
         max_steps: stop after this many optimizer steps.
-        lr, optimizer: as for :func:`~scrapl_graph.train.optimize_graph`.
+        lr, lr_end, optimizer: as for :func:`~scrapl_graph.train.optimize_graph` (``lr_end``: the
+            learning rate decays linearly to it over the run's steps).
         trainable, error_columns: theta columns optimized / measured (default all / trainable).
         true_theta: ``(1, n_theta)``, to record the parameter error after every step.
         nuisance: theta columns drawn for every sequence, uniformly in ``s = sigmoid(theta)`` (uniform
@@ -188,7 +190,7 @@ def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: Loss
         history["param_error"] = []
     start_time, step = time.perf_counter(), 0
     bar = progress_bar(total, "tbptt", progress)
-    with prepare_run(loss, [free], optimizer=optimizer, lr=lr, weight_decay=0.0, lr_end=None, steps=total,
+    with prepare_run(loss, [free], optimizer=optimizer, lr=lr, weight_decay=0.0, lr_end=lr_end, steps=total,
                      device=target.device, seed=seed) as run:
         log.info("tbptt: %s, %d sequences of %d x %d samples, %d steps", run.name, len(sequences), num_sub,
                  sub_length, total)
