@@ -184,9 +184,12 @@ def main(argv=None) -> int:
     parser.add_argument("--max_steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0, help="seeds the shuffling, the LFO phases and SCRAPL's draws")
     parser.add_argument("--source_seed", type=int, default=0, help="seeds the source's noise bursts and drums")
-    parser.add_argument("--true", default=None, help="true values to override, e.g. phaser.lfo_rate=1.5,phaser.lfo_depth=0.5")
+    parser.add_argument("--true", default=None,
+                        help="true values to override, e.g. phaser.lfo_rate=1.5,phaser.lfo_depth=0.5")
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--lr_end", type=float, default=None, help="decay the learning rate linearly to this")
+    parser.add_argument("--average_tail", type=float, default=0.0,
+                        help="report the mean of the iterates over this fraction of the last steps")
     parser.add_argument("--jtfs_steps", type=int, default=16, help="steps of the full JTFS (default 16: its time)")
     parser.add_argument("--losses", default="scrapl,jtfs,mss")
     parser.add_argument("--memory", action="store_true")
@@ -228,8 +231,9 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         steps = args.max_steps if name != "jtfs" else min(args.jtfs_steps, args.max_steps or args.jtfs_steps)
         result = tbptt_optimize(synth, x, y, specs[name], theta0, sub_length=args.sub, num_sub=3, hop=args.sub // 4,
-                                batch_size=args.batch, trainable=trainable, nuisance=phases, lr=args.lr, lr_end=args.lr_end,
-                                epochs=args.epochs, max_steps=steps, seed=args.seed)
+                                batch_size=args.batch, trainable=trainable, nuisance=phases, lr=args.lr,
+                                lr_end=args.lr_end, average_tail=args.average_tail, epochs=args.epochs,
+                                max_steps=steps, seed=args.seed)
         errors = report(processors, result.theta, true_values)
         cells = ", ".join(f"{k} {v:.3g} ({e:.1f} %)" for k, (v, e) in errors.items())
         print(f"{name:7s} {result.steps} steps, {time.perf_counter() - t0:.0f} s: {cells}")

@@ -94,3 +94,17 @@ def test_a_column_cannot_be_trainable_and_nuisance():
     synth, x, y, true = _tremolo_case(seconds=1.0)
     with pytest.raises(ValueError, match="both trainable and nuisance"):
         tbptt_optimize(synth, x, y, "esr", true, sub_length=512, num_sub=3, trainable=[0, 2], nuisance=[2])
+
+
+def test_tail_average_is_the_mean_of_the_last_iterates():
+    synth, x, y, true = _tremolo_case(seconds=1.0)
+    kwargs = dict(sub_length=512, num_sub=3, batch_size=2, trainable=[0, 1], lr=0.05)
+    # Seeded shuffling and no learning-rate schedule: the run of k steps ends at the k-th iterate of a longer one.
+    iterates = [tbptt_optimize(synth, x, y, "esr", max_steps=k, **kwargs).theta for k in (3, 4)]
+    averaged = tbptt_optimize(synth, x, y, "esr", max_steps=4, average_tail=0.5, **kwargs)
+    assert not torch.equal(iterates[0], iterates[1])
+    torch.testing.assert_close(averaged.theta, (iterates[0] + iterates[1]) / 2)
+    assert torch.equal(tbptt_optimize(synth, x, y, "esr", max_steps=4, average_tail=0.0, **kwargs).theta, iterates[1])
+    for bad in (1.0, -0.1, True):
+        with pytest.raises(ValueError, match="average_tail"):
+            tbptt_optimize(synth, x, y, "esr", max_steps=4, average_tail=bad, **kwargs)

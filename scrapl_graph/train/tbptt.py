@@ -34,6 +34,12 @@ of the JTFS losses, with time-invariant coefficients), the estimate's
 statistics are then marginal in the phase, as the target's are over its
 excerpts, and the TBPTT gradient (which ignores the phase carried from the
 warm-up) is the gradient of that marginal comparison.
+
+Such gradients are noisy (a few sequences per step, one JTFS path), and the
+last iterate wanders around the optimum. ``average_tail`` returns instead
+the mean of the iterates over the last part of the run (Polyak-Ruppert tail
+averaging, in the unconstrained theta), whose spread shrinks with the
+number of steps averaged.
 """
 from __future__ import annotations
 
@@ -75,7 +81,7 @@ class TBPTTResult:
     """What :func:`tbptt_optimize` returns.
 
     Attributes:
-        theta: final parameters ``(1, n_theta)`` (detached).
+        theta: final parameters ``(1, n_theta)`` (detached): the last iterate, or the tail average.
         history: per step: ``"step"``, ``"epoch"``, ``"loss"``, ``"time"`` (s),
             and ``"param_error"`` with ``true_theta``.
         steps: optimizer steps taken (one per lossed sub-sequence).
@@ -112,8 +118,8 @@ def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: Loss
                    batch_size: int = 1, epochs: int = 1, max_steps: Optional[int] = None, lr: float = 0.05,
                    lr_end: Optional[float] = None, optimizer: OptimizerSpec = None, trainable: ColumnSpec = None,
                    error_columns: ColumnSpec = None,
-                   true_theta: Optional[Tensor] = None, nuisance: ColumnSpec = None, seed: Optional[int] = 0,
-                   progress: bool = False) -> TBPTTResult:
+                   true_theta: Optional[Tensor] = None, nuisance: ColumnSpec = None, average_tail: float = 0.0,
+                   seed: Optional[int] = 0, progress: bool = False) -> TBPTTResult:
     """Fit a graph's parameters to long recordings with TBPTT (see the module docstring).
 
     Args:
@@ -136,6 +142,8 @@ def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: Loss
         true_theta: ``(1, n_theta)``, to record the parameter error after every step.
         nuisance: theta columns drawn for every sequence, uniformly in ``s = sigmoid(theta)`` (uniform
             over a linear parameter range, log-uniform over a log range), not trained.
+        average_tail: return the mean of the trained columns' iterates over this fraction of the
+            last steps (in [0, 1); 0: the last iterate).
         seed: seeds the shuffling and the loss's draws.
         progress: show a progress bar.
 
@@ -149,6 +157,8 @@ def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: Loss
     inputs, target = _check_signals(synth, inputs, target)
     for value, name in ((sub_length, "sub_length"), (batch_size, "batch_size"), (epochs, "epochs")):
         check_positive(value, name, numbers.Integral)
+    if isinstance(average_tail, bool) or not isinstance(average_tail, numbers.Real) or not 0 <= average_tail < 1:
+        raise ValueError(f"average_tail must be a fraction in [0, 1), got {average_tail!r}")
     if isinstance(num_sub, bool) or not isinstance(num_sub, int) or num_sub < 2:
         raise ValueError(f"num_sub must be an int >= 2 (one warm-up sub-sequence and one lossed), got {num_sub!r}")
     renderer = ChunkedRenderer(synth)
@@ -189,6 +199,8 @@ def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: Loss
     if true_theta is not None:
         history["param_error"] = []
     start_time, step = time.perf_counter(), 0
+    first_averaged = total - int(average_tail * total) + 1  # the last iterate alone when the tail is empty
+    tail_sum, tail_count = torch.zeros_like(free.detach()), 0
     bar = progress_bar(total, "tbptt", progress)
     with prepare_run(loss, [free], optimizer=optimizer, lr=lr, weight_decay=0.0, lr_end=lr_end, steps=total,
                      device=target.device, seed=seed) as run:
@@ -214,6 +226,9 @@ def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: Loss
                     step += 1
                     value = run.step(lambda: run.loss(renderer.render_chunk(full_theta(len(batch), draws), x), y), step)
                     renderer.detach_states()
+                    if step >= first_averaged:
+                        tail_sum += free.detach()
+                        tail_count += 1
                     history["step"].append(step)
                     history["epoch"].append(epoch)
                     history["loss"].append(value)
@@ -224,7 +239,10 @@ def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: Loss
                     bar.update(1)
         renderer.reset_states()
     bar.close()
-    return TBPTTResult(theta=full_theta(1).detach(), history=history, steps=step, sequences=len(sequences),
+    theta = full_theta(1).detach()
+    if tail_count:
+        theta = theta_init.index_copy(1, index, tail_sum / tail_count)
+    return TBPTTResult(theta=theta, history=history, steps=step, sequences=len(sequences),
                        elapsed_s=time.perf_counter() - start_time, loss_name=run.name)
 
 
