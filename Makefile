@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-all bench install clean
+.PHONY: demo test test-all coverage bench install clean
 
 # PYTHONWARNINGS=ignore: setuptools prints a notice box for every editable install.
 $(STAMP): pyproject.toml
@@ -26,6 +26,9 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ""
+
+coverage: $(STAMP)
+	$(BIN)/python -m pytest --cov=scrapl_graph --cov-report=term
 
 bench: $(STAMP)
 	$(BIN)/scrapl-graph bench
