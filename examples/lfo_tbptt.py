@@ -10,7 +10,8 @@ optimizer step per lossed sub-sequence. The same run is made with SCRAPL
 (one JTFS path per step), the full JTFS and MSS; the table gives the error of
 each rate and depth in percent and the wall time. ``--memory`` also measures
 the peak memory of one TBPTT pass and of one direct pass through the whole
-signal.
+signal. ``--true`` sets other true values (``effect.key=value``, comma-separated;
+the start stays), ``--source_seed`` draws another source.
 
 The LFO phase is a nuisance: every sequence starts its LFO at a random phase
 (``nuisance`` of :func:`~scrapl_graph.train.tbptt_optimize`), and both JTFS
@@ -28,6 +29,7 @@ the window (as a TBPTT sequence does), averaged over the windows, and the
 per-path JTFS error between the windows' mean coefficients.
 
     PYTHONPATH=. python examples/lfo_tbptt.py [--effects phaser] [--seconds 60] [--epochs 4] [--memory]
+    PYTHONPATH=. python examples/lfo_tbptt.py --true phaser.lfo_rate=1.7,phaser.lfo_depth=0.6 [--source_seed 1]
     PYTHONPATH=. python examples/lfo_tbptt.py --landscape phaser [--windows 24]
 """
 from __future__ import annotations
