@@ -132,7 +132,9 @@ def plot_filterbank(filterbank, path: str, title: Optional[str] = None, dpi: int
         ax.set_title(f"{label}: {len(xi)} wavelets, largest move {moved:.2f} bandwidths", fontsize=9)
     axes[0].set_ylabel("|psi| (solid: now, dashed: initial)")
     fig.suptitle(title or "learnable JTFS filterbank")
-    fig.tight_layout()
+    # Fixed margins: tight_layout measures every tick label of the log axes (a second per picture,
+    # and training runs draw several).
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.15, top=0.84, wspace=0.18)
     fig.savefig(path, dpi=dpi, format="png")
     log.info("Wrote filterbank plot to %s", os.path.abspath(path))
     return path

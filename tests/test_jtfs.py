@@ -27,7 +27,8 @@ def relative_errors(ours, ref):
     "config, n_paths",
     [
         ((32768, 12, 8, 2, 3, 2), 315),
-        ((48000, 12, 8, 2, 3, 2), 315),
+        # The README's 48000 (315 paths, also checked by the seeded-draw test of the loss): slow.
+        pytest.param((48000, 12, 8, 2, 3, 2), 315, marks=pytest.mark.slow),
         ((8192, 6, 8, 2, 3, 2), 135),
         ((8096, 3, 1, 1, 2, 1), 7),
     ],

@@ -69,7 +69,7 @@ def test_a_training_run_draws_the_filterbank_at_start_and_end(tmp_path):
     from scrapl_graph import JTFSLoss
 
     loss = JTFSLoss(1024, J=5, Q1=4, Q2=2, J_fr=2, Q_fr=1)
-    train_predictor(encoder, synth, loss, (audio, theta), epochs=2, batch_size=4, lr=1e-3, val_metrics=(),
+    train_predictor(encoder, synth, loss, (audio, theta), epochs=1, batch_size=4, lr=1e-3, val_metrics=(),
                     progress=False, accelerator="cpu", callbacks=[pictures], root_dir=str(tmp_path))
     names = sorted(os.path.basename(p) for p in pictures.written)
     assert names == ["filterbank_0_init.png", "filterbank_0_trained.png"]
