@@ -30,6 +30,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from . import native
 from .ops import interleaved, is_batched, magnitude, modulus, modulus_floor, rfft, rfft_adjoint, scale_parts
 
 
@@ -72,8 +73,11 @@ class _WaveletModulus(torch.autograd.Function):
             grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=create_graph))
             return (next(grads) if wants_x else None), None, (next(grads) if wants_val else None), None, None
         # d|y|/dy = y / |y|; a floored |y| makes it 0 (not NaN) where y = 0.
-        scale = rfft_adjoint(grad, ctx.m).div_(r.clamp_min_(modulus_floor(r.dtype)))
-        g_y = torch.view_as_complex(torch.view_as_real(y).mul_(interleaved(scale)))
+        s, floor = rfft_adjoint(grad, ctx.m), modulus_floor(r.dtype)
+        if native.usable(y, s, r):
+            g_y = native.scale_by_ratio_(y, s, r, floor)
+        else:
+            g_y = torch.view_as_complex(torch.view_as_real(y).mul_(interleaved(s.div_(r.clamp_min_(floor)))))
         # (batch, filters, 2 L): the band's (re, im) pairs as one flat axis.
         g_band = torch.view_as_real(torch.fft.fft(g_y, norm="forward")).flatten(-2)[..., : 2 * val.shape[1]]
         g_x = g_val = None

@@ -1,0 +1,186 @@
+r"""Two fused elementwise kernels of the wavelet modulus, compiled from C on first use (CPUs only).
+
+On a CPU the first-order modulus of a SCRAPL step is bound by passes over
+memory, and PyTorch's eager kernels make several where one suffices, since
+a complex tensor's (re, im) pairs are interleaved:
+
+- the magnitude ``r = sqrt(re^2 + im^2)`` reads the pairs with a stride of
+  two, which the elementwise kernels do not vectorize (three passes: square,
+  multiply-add, square root);
+- the backward's scaling ``y <- y * s / max(r, floor)`` needs the ratio, then
+  an interleaved copy of it (a flat product is the fast one), then the
+  product: three passes and two fresh buffers of the size of ``y``.
+
+Here each is one loop over the data, in place where it can be, split across
+torch's CPU threads in blocks. The C source below is compiled with the
+system's C compiler into a per-user cache the first time a CPU tensor needs
+it (about 0.2 s) and loaded with ctypes; its calls release the GIL. Without
+a compiler, on other devices, for fake or batched tensors, or with
+``SCRAPL_GRAPH_NATIVE=0``, the callers use PyTorch's operations, which
+compute the same values (up to the last bit of a square root).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import subprocess
+import sysconfig
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "SCRAPL_GRAPH_NATIVE"
+
+_SOURCE = r"""
+#include <math.h>
+#include <stddef.h>
+
+#define KERNELS(T, SQRT, SUFFIX)                                                     \
+void magnitude_##SUFFIX(const T *y, T *r, ptrdiff_t n) {                             \
+    for (ptrdiff_t i = 0; i < n; i++) {                                              \
+        T a = y[2 * i], b = y[2 * i + 1];                                            \
+        r[i] = SQRT(a * a + b * b);                                                  \
+    }                                                                                \
+}                                                                                    \
+void scale_by_ratio_##SUFFIX(T *y, const T *s, const T *r, T floor_, ptrdiff_t n) {  \
+    for (ptrdiff_t i = 0; i < n; i++) {                                              \
+        T f = s[i] / (r[i] > floor_ ? r[i] : floor_);                                \
+        y[2 * i] *= f;                                                               \
+        y[2 * i + 1] *= f;                                                           \
+    }                                                                                \
+}
+
+KERNELS(float, sqrtf, f32)
+KERNELS(double, sqrt, f64)
+"""
+
+#: Elements below which one thread does the whole loop (splitting costs more than it saves).
+_MIN_SPLIT = 1 << 16
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def _cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "scrapl_graph")
+
+
+def _compile(path: str) -> None:
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
+        source = os.path.join(tmp, "kernels.c")
+        with open(source, "w") as f:
+            f.write(_SOURCE)
+        built = os.path.join(tmp, "kernels.so")
+        # No contraction into fused multiply-adds: the same roundings as PyTorch's separate operations.
+        subprocess.run([compiler, "-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC", source,
+                        "-o", built], check=True, capture_output=True, timeout=120)
+        os.replace(built, path)  # atomic: concurrent processes never load a half-written library
+
+
+def _library() -> Optional[ctypes.CDLL]:
+    """The compiled kernels, or None where they cannot be built (then callers use PyTorch)."""
+    if "lib" in _state:
+        return _state["lib"]
+    with _lock:
+        if "lib" not in _state:
+            lib = None
+            digest = hashlib.sha256(_SOURCE.encode()).hexdigest()[:16]
+            path = os.path.join(_cache_dir(), f"modulus-kernels-{digest}.so")
+            try:
+                if not os.path.exists(path):
+                    _compile(path)
+                lib = ctypes.CDLL(path)
+                p, n = ctypes.c_void_p, ctypes.c_ssize_t
+                for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+                    getattr(lib, f"magnitude_{suffix}").argtypes = [p, p, n]
+                    getattr(lib, f"scale_by_ratio_{suffix}").argtypes = [p, p, p, real, n]
+            except (OSError, subprocess.SubprocessError, ValueError) as error:
+                log.info("fused modulus kernels unavailable (%s): using PyTorch's operations", error)
+                lib = None
+            _state["lib"] = lib
+    return _state["lib"]
+
+
+def usable(*tensors: Tensor) -> bool:
+    """Whether the kernels can run on these tensors: contiguous CPU tensors with real data, kernels built."""
+    if os.environ.get(ENV_VAR, "1") == "0":
+        return False
+    for t in tensors:
+        if t.device.type != "cpu" or not t.is_contiguous() or t.requires_grad and torch.is_grad_enabled():
+            return False
+        if type(t) is not torch.Tensor or torch._C._functorch.is_functorch_wrapped_tensor(t):
+            return False  # fake, vmapped or other wrapped tensors have no data to read
+    return _library() is not None
+
+
+def _forget_pool() -> None:
+    # A forked child (a data-loader worker) inherits the pool without its threads.
+    _state.pop("pool", None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _pool() -> ThreadPoolExecutor:
+    if "pool" not in _state:
+        with _lock:
+            if "pool" not in _state:
+                _state["pool"] = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
+                                                    thread_name_prefix="scrapl-graph-kernels")
+    return _state["pool"]
+
+
+def _run(kernel, count: int, pointers, strides, scalars=(), trailing=(), work: int = 1) -> None:
+    """Call ``kernel(*pointers, *scalars, items, *trailing)`` over ``count`` items in one block per torch thread.
+
+    ``strides`` are the bytes from one item to the next behind each pointer; ``work`` is the number of
+    elements an item spans (blocks are not split below :data:`_MIN_SPLIT` elements).
+    """
+    blocks = max(1, min(torch.get_num_threads(), count, count * work // _MIN_SPLIT))
+    bounds = [count * k // blocks for k in range(blocks + 1)]
+
+    def block(k):
+        start = bounds[k]
+        kernel(*(p + start * stride for p, stride in zip(pointers, strides)), *scalars, bounds[k + 1] - start,
+               *trailing)
+
+    futures = [_pool().submit(block, k) for k in range(1, blocks)]
+    block(0)
+    for future in futures:
+        future.result()
+
+
+def _suffix(t: Tensor) -> str:
+    return "f32" if t.dtype in (torch.float32, torch.complex64) else "f64"
+
+
+def magnitude(z: Tensor) -> Tensor:
+    """|z| of a complex tensor ``z`` for which :func:`usable` holds, in one pass."""
+    r = torch.empty(z.shape, dtype=z.real.dtype, device=z.device)
+    size = r.element_size()
+    _run(getattr(_library(), f"magnitude_{_suffix(z)}"), z.numel(), (z.data_ptr(), r.data_ptr()), (2 * size, size))
+    return r
+
+
+def scale_by_ratio_(y: Tensor, s: Tensor, r: Tensor, floor: float) -> Tensor:
+    """``y <- y * s / max(r, floor)`` in place, for complex ``y`` and real ``s``, ``r`` of its shape.
+
+    The same roundings as ``y * interleaved(s / r.clamp_min(floor))``, so a backward that
+    recomputes with PyTorch's operations gives the same bits.
+    """
+    size = s.element_size()
+    _run(getattr(_library(), f"scale_by_ratio_{_suffix(s)}"), y.numel(), (y.data_ptr(), s.data_ptr(), r.data_ptr()),
+         (2 * size, size, size), scalars=(floor,))
+    return y
