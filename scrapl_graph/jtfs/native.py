@@ -119,8 +119,10 @@ def usable(*tensors: Tensor) -> bool:
     for t in tensors:
         if t.device.type != "cpu" or not t.is_contiguous() or t.requires_grad and torch.is_grad_enabled():
             return False
-        if type(t) is not torch.Tensor or torch._C._functorch.is_functorch_wrapped_tensor(t):
-            return False  # fake, vmapped or other wrapped tensors have no data to read
+        functorch = torch._C._functorch
+        if (type(t) is not torch.Tensor or functorch.is_functorch_wrapped_tensor(t)
+                or functorch.is_legacy_batchedtensor(t)):
+            return False  # fake, vmapped (batched gradients) or other wrapped tensors have no data to read
     return _library() is not None
 
 
