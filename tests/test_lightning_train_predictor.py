@@ -151,8 +151,8 @@ def test_checkpoint_resumes_like_one_run(tmp_path):
 def test_scrapl_with_theta_is_warmup():
     train = dataset(4, seed=8)
     loss = SCRAPLLoss(**SCRAPL_TINY)
-    result = train_predictor(TinyEncoder(), chirplet_synth(), loss, train, epochs=1, batch_size=4, theta_is=2,
-                             theta_is_iter=2, **quiet())
+    result = train_predictor(TinyEncoder(), chirplet_synth(), loss, train, epochs=1, batch_size=4, theta_is=1,
+                             theta_is_iter=1, **quiet())
     assert result.steps == 1 and loss.step_count == 1
     assert not torch.allclose(loss.probs, torch.full_like(loss.probs, 1 / len(loss.probs)))  # theta-IS moved them
     assert loss.attached_params == []
