@@ -25,6 +25,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import platform
 import subprocess
 import sysconfig
 import tempfile
@@ -96,7 +97,8 @@ def _library() -> Optional[ctypes.CDLL]:
         if "lib" not in _state:
             lib = None
             digest = hashlib.sha256(_SOURCE.encode()).hexdigest()[:16]
-            path = os.path.join(_cache_dir(), f"modulus-kernels-{digest}.so")
+            # The machine in the name: a home directory may be shared between architectures.
+            path = os.path.join(_cache_dir(), f"modulus-kernels-{platform.machine()}-{digest}.so")
             try:
                 if not os.path.exists(path):
                     _compile(path)
