@@ -97,13 +97,17 @@ def build(effects=("tremolo", "phaser"), sub: int = SUB):
 def with_true(text: str = None) -> dict:
     """``TRUE`` with ``effect.key=value`` overrides (comma-separated), e.g. ``phaser.lfo_rate=1.5``."""
     true = {name: dict(values) for name, values in TRUE.items()}
+    keys = sorted(f"{n}.{k}" for n in true for k in true[n])
     for item in filter(None, (text or "").split(",")):
         key, _, value = item.partition("=")
         name, _, param = key.strip().partition(".")
-        if name not in true or param not in true[name] or not value:
-            raise SystemExit(f"--true: expected effect.key=value with keys {sorted(f'{n}.{k}' for n in true for k in true[n])},"
-                             f" got {item!r}")
-        true[name][param] = float(value)
+        error = SystemExit(f"--true: expected effect.key=value (a number) with keys {keys}, got {item!r}")
+        if name not in true or param not in true[name]:
+            raise error
+        try:
+            true[name][param] = float(value)
+        except ValueError:
+            raise error from None
     return true
 
 
@@ -203,6 +207,9 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     jtfs_config = dict(JTFS, J=args.J)
     true_values = with_true(args.true)
+    effects = tuple(args.effects.split(","))
+    if not set(effects) <= set(TRUE):
+        raise SystemExit(f"--effects: choose among {sorted(TRUE)}, got {args.effects!r}")
     x = music_like_source(args.seconds, args.source_seed)
     if args.landscape:
         rates = [float(r) for r in args.rates.split(",")] if args.rates else None
@@ -213,9 +220,6 @@ def main(argv=None) -> int:
                                                                    jtfs_config, true_values):
             print(f"{rate:6.2f} {per_path:14.4f} {full:10.4f} {mss_value:8.4f} {of_means:15.5f}")
         return 0
-    effects = tuple(args.effects.split(","))
-    if not set(effects) <= set(TRUE):
-        raise SystemExit(f"--effects: choose among {sorted(TRUE)}, got {args.effects!r}")
     synth, processors = build(effects, args.sub)
     with torch.no_grad():
         y = synth.render(theta_of(processors, {}, true_values), x)

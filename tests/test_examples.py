@@ -168,9 +168,10 @@ def test_lfo_tbptt_landscape_in_process(example_main, true):
     assert all(at_true < at_start for at_true, at_start in zip(rows[rate], rows["3.00"]))
 
 
-def test_lfo_tbptt_rejects_an_unknown_true_value(example_main):
+@pytest.mark.parametrize("true", ["phaser.rate=1.5", "phaser.lfo_rate=fast", "phaser.lfo_rate="])
+def test_lfo_tbptt_rejects_an_unknown_true_value(example_main, true):
     with pytest.raises(SystemExit, match="--true: expected effect.key=value"):
-        example_main("lfo_tbptt.py", "--true", "phaser.rate=1.5")
+        example_main("lfo_tbptt.py", "--true", true)
 
 
 def test_lfo_tbptt_source_is_reproducible():

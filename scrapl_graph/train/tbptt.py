@@ -117,9 +117,9 @@ def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: Loss
                    theta_init: Optional[Tensor] = None, *, sub_length: int, num_sub: int, hop: Optional[int] = None,
                    batch_size: int = 1, epochs: int = 1, max_steps: Optional[int] = None, lr: float = 0.05,
                    lr_end: Optional[float] = None, optimizer: OptimizerSpec = None, trainable: ColumnSpec = None,
-                   error_columns: ColumnSpec = None,
-                   true_theta: Optional[Tensor] = None, nuisance: ColumnSpec = None, average_tail: float = 0.0,
-                   seed: Optional[int] = 0, progress: bool = False) -> TBPTTResult:
+                   error_columns: ColumnSpec = None, true_theta: Optional[Tensor] = None,
+                   nuisance: ColumnSpec = None, average_tail: float = 0.0, seed: Optional[int] = 0,
+                   progress: bool = False) -> TBPTTResult:
     """Fit a graph's parameters to long recordings with TBPTT (see the module docstring).
 
     Args:
@@ -239,10 +239,8 @@ def tbptt_optimize(synth: GraphSynth, inputs: Tensor, target: Tensor, loss: Loss
                     bar.update(1)
         renderer.reset_states()
     bar.close()
-    theta = full_theta(1).detach()
-    if tail_count:
-        theta = theta_init.index_copy(1, index, tail_sum / tail_count)
-    return TBPTTResult(theta=theta, history=history, steps=step, sequences=len(sequences),
+    final = tail_sum / tail_count if tail_count else free.detach()
+    return TBPTTResult(theta=theta_init.index_copy(1, index, final), history=history, steps=step, sequences=len(sequences),
                        elapsed_s=time.perf_counter() - start_time, loss_name=run.name)
 
 
