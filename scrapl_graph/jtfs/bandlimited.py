@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import planned_fft
 from .ops import gather_bins, is_fake, modulus, rfft, scale_parts
 from .wavelet_modulus import wavelet_modulus_spectrum, zero_padded_buffer
 
@@ -110,7 +111,7 @@ class BandLimitedBank(nn.Module):
         """
         n, m, runs = self._meta[name]
         if runs is None or len(runs) != 1:
-            return rfft(modulus(torch.fft.ifft(self.apply(x_half, name, rows))))
+            return rfft(modulus(planned_fft.ifft(self.apply(x_half, name, rows))))
         self._check_length(x_half, n)
         idx, val = getattr(self, f"{name}_idx"), self.values(name)[rows]
         # Large batches go in slices whose buffers stay below glibc's largest mmap

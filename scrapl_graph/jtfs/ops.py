@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import native
+from . import native, planned_fft
 
 
 def magnitude(z: Tensor) -> Tensor:
@@ -107,7 +107,7 @@ def rfft_adjoint(grad: Tensor, n: int) -> Tensor:
     half[..., 0] = grad[..., 0]
     if n % 2 == 0:
         half[..., -1] = grad[..., -1]
-    return torch.fft.irfft(half, n=n, norm="forward")
+    return planned_fft.irfft(half, n=n, norm="forward")
 
 
 class _Modulus(torch.autograd.Function):
@@ -142,7 +142,8 @@ class _RealFFT(torch.autograd.Function):
     """``torch.fft.rfft`` along the last axis, with a backward that stays real and half-sized.
 
     The backward is :func:`rfft_adjoint`; the generic one instead builds a
-    full complex spectrum of zeros and runs a complex inverse FFT.
+    full complex spectrum of zeros and runs a complex inverse FFT. (Where
+    plans are kept, :func:`.planned_fft.rfft` has the same backward.)
     """
 
     @staticmethod
@@ -157,7 +158,7 @@ class _RealFFT(torch.autograd.Function):
 
 def rfft(u: Tensor) -> Tensor:
     """Half spectrum of real signals along the last axis (``torch.fft.rfft``), with a leaner backward."""
-    return _RealFFT.apply(u)
+    return planned_fft.rfft(u) if planned_fft.usable(u) else _RealFFT.apply(u)
 
 
 def modulus(z: Tensor) -> Tensor:
@@ -165,10 +166,10 @@ def modulus(z: Tensor) -> Tensor:
     return _Modulus.apply(z)
 
 
-def real_inverse(u_hat: Tensor, dim: int = -1) -> Tensor:
-    """Inverse DFT of a Hermitian spectrum (of a real signal) along ``dim``, from its first half."""
-    m = u_hat.shape[dim]
-    return torch.fft.irfft(u_hat.narrow(dim, 0, m // 2 + 1), n=m, dim=dim)
+def real_inverse(u_hat: Tensor) -> Tensor:
+    """Inverse DFT of a Hermitian spectrum (of a real signal) along the last axis, from its first half."""
+    m = u_hat.shape[-1]
+    return planned_fft.irfft(u_hat[..., : m // 2 + 1], n=m)
 
 
 def frequential_operator(n_padded: int, n_in: int, h, factor: int) -> Tensor:

@@ -34,6 +34,7 @@ from .averaging import averaging_matrices
 from .bandlimited import BandLimitedBank
 from .streamed import streamed_modulus_average
 from .frequential import frequency_averages, frequential_operators
+from . import planned_fft
 from .ops import modulus, real_inverse, rfft
 from .parametric import FAMILIES, LearnableFilterbank
 
@@ -237,7 +238,7 @@ class JTFS(nn.Module):
             if start >= n_lambda1:
                 break
             y_hat = self.bank.apply(u1_hat[:, : n_lambda1 - start], f"psi2_{n2}_{k1}")
-            parts.append(torch.fft.ifft(y_hat))
+            parts.append(planned_fft.ifft(y_hat))
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def _frequential_filters(self, n_frs: Sequence[int], n_lambda1: int) -> Tuple[Tensor, Tensor]:

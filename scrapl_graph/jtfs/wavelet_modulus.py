@@ -30,14 +30,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import native
+from . import native, planned_fft
 from .ops import interleaved, is_batched, magnitude, modulus, modulus_floor, rfft, rfft_adjoint, scale_parts
 
 
 def _forward(x_half: Tensor, idx: Tensor, val: Tensor, m: int) -> Tensor:
     """The node composed from differentiable operations (the definition, and the double-backward path)."""
     band = scale_parts(x_half[..., idx], val)
-    return rfft(modulus(torch.fft.ifft(band, n=m)))
+    return rfft(modulus(planned_fft.ifft(band, n=m)))
 
 
 class _WaveletModulus(torch.autograd.Function):
@@ -50,12 +50,12 @@ class _WaveletModulus(torch.autograd.Function):
         y = workspace if workspace is not None else zero_padded_buffer(x_half, n_filters, m, length)
         y_flat = torch.view_as_real(y).view(batch, n_filters, 2 * m)
         torch.mul(selected, val.flatten(-2), out=y_flat[..., : 2 * length])
-        y = torch.fft.ifft(y)
+        y = planned_fft.ifft(y)
         r = magnitude(y)
         ctx.save_for_backward(x_half, idx, val)
         # Kept off save_for_backward: the first backward overwrites y with its gradient (one buffer fewer).
         ctx.y, ctx.r, ctx.m = y, r, m
-        return torch.fft.rfft(r)
+        return planned_fft.rfft(r)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -79,7 +79,7 @@ class _WaveletModulus(torch.autograd.Function):
         else:
             g_y = torch.view_as_complex(torch.view_as_real(y).mul_(interleaved(s.div_(r.clamp_min_(floor)))))
         # (batch, filters, 2 L): the band's (re, im) pairs as one flat axis.
-        g_band = torch.view_as_real(torch.fft.fft(g_y, norm="forward")).flatten(-2)[..., : 2 * val.shape[1]]
+        g_band = torch.view_as_real(planned_fft.fft_in_place(g_y, norm="forward")).flatten(-2)[..., : 2 * val.shape[1]]
         g_x = g_val = None
         if wants_x:
             # index_add along the complex last axis: along the (re, im) view's second-to-last it is
