@@ -78,3 +78,36 @@ def test_without_a_compiler_pytorch_is_used(monkeypatch, tmp_path):
     assert not native.usable(z)
     torch.testing.assert_close(magnitude(z), z.abs())
     assert not os.listdir(tmp_path / "scrapl_graph")  # nothing half-written left behind
+
+
+def _gomp_files():
+    with open("/proc/self/maps") as maps:
+        return {line.split()[-1] for line in maps if "/libgomp" in line}
+
+
+@pytest.mark.skipif(native._torch_openmp() is None, reason="torch runs on another threading runtime here")
+def test_the_kernels_run_on_torchs_openmp_runtime():
+    before = _gomp_files()
+    assert native.usable(torch.zeros(1, dtype=torch.complex64)) and native._state["openmp"]
+    assert _gomp_files() == before, "the kernels must not load a second OpenMP runtime"
+    z = torch.randn(4, 3, 70000, dtype=torch.complex64, generator=torch.Generator().manual_seed(4))
+    for threads in (1, 2):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            torch.testing.assert_close(native.magnitude(z), torch_magnitude(z), rtol=2e-7, atol=0)
+        finally:
+            torch.set_num_threads(previous)
+
+
+def test_without_openmp_a_thread_pool_splits_the_calls(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(native, "_torch_openmp", lambda: None)
+    z = torch.randn(4, 3, 70000, dtype=torch.complex64, generator=torch.Generator().manual_seed(5))
+    assert native.usable(z) and not native._state["openmp"]
+    torch.testing.assert_close(native.magnitude(z), torch_magnitude(z), rtol=2e-7, atol=0)
+    y, s = z.clone(), torch.rand(z.shape, generator=torch.Generator().manual_seed(6))
+    r = torch_magnitude(y)
+    expected = torch.view_as_complex(torch.view_as_real(y) * interleaved(s / r.clamp_min(1e-10)))
+    assert torch.equal(native.scale_by_ratio_(y, s, r, 1e-10), expected)

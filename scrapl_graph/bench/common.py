@@ -11,7 +11,7 @@ from typing import Callable, List, Optional
 import torch
 
 from .. import allocator
-from ..jtfs import native
+from ..jtfs import native, planned_fft
 
 PAPER_CONFIG = dict(J=12, Q1=8, Q2=2, J_fr=3, Q_fr=2)
 
@@ -54,8 +54,11 @@ def machine_description(device: torch.device) -> str:
     else:
         hw = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
     malloc = "tuned (--tune-malloc)" if allocator.is_tuned() else "default"
-    kernels = "C" if device.type == "cpu" and native.usable(torch.zeros(1, dtype=torch.complex64)) else "PyTorch"
-    return f"machine: {hw}; torch {torch.__version__}; device {device}; glibc malloc {malloc}; modulus kernels {kernels}"
+    probe = torch.zeros(1, dtype=torch.complex64)
+    kernels = "C" if device.type == "cpu" and native.usable(probe) else "PyTorch"
+    plans = "kept (MKL)" if device.type == "cpu" and planned_fft.usable(probe) else "torch.fft"
+    return (f"machine: {hw}; torch {torch.__version__}; device {device}; glibc malloc {malloc}; "
+            f"modulus kernels {kernels}; FFT plans {plans}")
 
 
 def sync(device: torch.device) -> None:

@@ -12,10 +12,20 @@ a complex tensor's (re, im) pairs are interleaved:
   product: three passes and two fresh buffers of the size of ``y``.
 
 Here each is one loop over the data, in place where it can be, split across
-torch's CPU threads in blocks. The C source below is compiled with the
-system's C compiler into a per-user cache the first time a CPU tensor needs
-it (about 0.2 s) and loaded with ctypes; its calls release the GIL. Without
-a compiler, on other devices, for fake or batched tensors, or with
+torch's CPU threads. The C source below is compiled with the system's C
+compiler into a per-user cache the first time a CPU tensor needs it (about
+0.2 s) and loaded with ctypes; its calls release the GIL.
+
+The loops are split by OpenMP, linked to the OpenMP runtime torch itself has
+loaded (its ``libgomp``), so that they run on the threads that torch's and
+MKL's parallel regions have just used, instead of waking threads of their
+own while those still spin: right after an FFT, the magnitude of the
+highest octave takes 1.2 ms this way against 2.0-2.4 ms with a Python pool.
+Where torch runs on another threading runtime, or the compiler has no
+OpenMP, the kernels are built without it and a Python thread pool splits
+their calls in blocks.
+
+Without a compiler, on other devices, for fake or batched tensors, or with
 ``SCRAPL_GRAPH_NATIVE=0``, the callers use PyTorch's operations, which
 compute the same values (up to the last bit of a square root).
 """
@@ -44,23 +54,37 @@ _SOURCE = r"""
 #include <math.h>
 #include <stddef.h>
 
-#define KERNELS(T, SQRT, SUFFIX)                                                     \
-void magnitude_##SUFFIX(const T *y, T *r, ptrdiff_t n) {                             \
-    for (ptrdiff_t i = 0; i < n; i++) {                                              \
-        T a = y[2 * i], b = y[2 * i + 1];                                            \
-        r[i] = SQRT(a * a + b * b);                                                  \
-    }                                                                                \
-}                                                                                    \
-void scale_by_ratio_##SUFFIX(T *y, const T *s, const T *r, T floor_, ptrdiff_t n) {  \
-    for (ptrdiff_t i = 0; i < n; i++) {                                              \
-        T f = s[i] / (r[i] > floor_ ? r[i] : floor_);                                \
-        y[2 * i] *= f;                                                               \
-        y[2 * i + 1] *= f;                                                           \
-    }                                                                                \
+/* Threads only from 2^16 elements on: below, starting them costs more than they save. */
+#define SPLIT(n) if ((n) >= 65536) num_threads(threads) schedule(static)
+
+#define KERNELS(T, SQRT, SUFFIX)                                                         \
+void magnitude_##SUFFIX(const T *y, T *r, ptrdiff_t n, int threads) {                    \
+    _Pragma("omp parallel for SPLIT(n)")                                                 \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                  \
+        T a = y[2 * i], b = y[2 * i + 1];                                                \
+        r[i] = SQRT(a * a + b * b);                                                      \
+    }                                                                                    \
+}                                                                                        \
+void scale_by_ratio_##SUFFIX(T *y, const T *s, const T *r, T floor_, ptrdiff_t n,        \
+                             int threads) {                                              \
+    _Pragma("omp parallel for SPLIT(n)")                                                 \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                  \
+        T f = s[i] / (r[i] > floor_ ? r[i] : floor_);                                    \
+        y[2 * i] *= f;                                                                   \
+        y[2 * i + 1] *= f;                                                               \
+    }                                                                                    \
 }
 
 KERNELS(float, sqrtf, f32)
 KERNELS(double, sqrt, f64)
+
+int split_by_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
 """
 
 #: Elements below which one thread does the whole loop (splitting costs more than it saves).
@@ -75,7 +99,18 @@ def _cache_dir() -> str:
     return os.path.join(base, "scrapl_graph")
 
 
-def _compile(path: str) -> None:
+def _torch_openmp() -> Optional[str]:
+    """The GNU OpenMP runtime torch has loaded (a path), or None (another runtime, or not Linux)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/libgomp" in line}
+    except OSError:
+        return None
+    return sorted(paths)[0] if len(paths) == 1 else None
+
+
+def _compile(path: str, openmp: Optional[str]) -> None:
+    """Build the kernels into ``path``; with OpenMP linked to the runtime file ``openmp`` where given."""
     compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
@@ -84,8 +119,20 @@ def _compile(path: str) -> None:
             f.write(_SOURCE)
         built = os.path.join(tmp, "kernels.so")
         # No contraction into fused multiply-adds: the same roundings as PyTorch's separate operations.
-        subprocess.run([compiler, "-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC", source,
-                        "-o", built], check=True, capture_output=True, timeout=120)
+        flags = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC"]
+
+        def run(*args):
+            subprocess.run([compiler, *args], check=True, capture_output=True, timeout=120)
+
+        try:
+            if openmp is None:
+                raise subprocess.SubprocessError("no OpenMP runtime to share")
+            # Compiled with OpenMP, linked to torch's runtime file rather than the compiler's: the library
+            # then names that runtime, already loaded, and does not bring a second one.
+            run(*flags, "-fopenmp", "-c", source, "-o", source + ".o")
+            run("-shared", source + ".o", openmp, "-o", built)
+        except (OSError, subprocess.SubprocessError):
+            run(*flags, "-shared", source, "-o", built)
         os.replace(built, path)  # atomic: concurrent processes never load a half-written library
 
 
@@ -96,18 +143,20 @@ def _library() -> Optional[ctypes.CDLL]:
     with _lock:
         if "lib" not in _state:
             lib = None
-            digest = hashlib.sha256(_SOURCE.encode()).hexdigest()[:16]
+            openmp = _torch_openmp()
+            digest = hashlib.sha256((_SOURCE + str(openmp)).encode()).hexdigest()[:16]
             # The machine in the name: a home directory may be shared between architectures.
             path = os.path.join(_cache_dir(), f"modulus-kernels-{platform.machine()}-{digest}.so")
             try:
                 if not os.path.exists(path):
-                    _compile(path)
+                    _compile(path, openmp)
                 lib = ctypes.CDLL(path)
-                p, n = ctypes.c_void_p, ctypes.c_ssize_t
+                p, n, i = ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int
                 for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
-                    getattr(lib, f"magnitude_{suffix}").argtypes = [p, p, n]
-                    getattr(lib, f"scale_by_ratio_{suffix}").argtypes = [p, p, p, real, n]
-            except (OSError, subprocess.SubprocessError, ValueError) as error:
+                    getattr(lib, f"magnitude_{suffix}").argtypes = [p, p, n, i]
+                    getattr(lib, f"scale_by_ratio_{suffix}").argtypes = [p, p, p, real, n, i]
+                _state["openmp"] = bool(lib.split_by_openmp())
+            except (OSError, subprocess.SubprocessError, ValueError, AttributeError) as error:
                 log.info("fused modulus kernels unavailable (%s): using PyTorch's operations", error)
                 lib = None
             _state["lib"] = lib
@@ -146,19 +195,23 @@ def _pool() -> ThreadPoolExecutor:
     return _state["pool"]
 
 
-def _run(kernel, count: int, pointers, strides, scalars=(), trailing=(), work: int = 1) -> None:
-    """Call ``kernel(*pointers, *scalars, items, *trailing)`` over ``count`` items in one block per torch thread.
+def _run(kernel, count: int, pointers, strides, scalars=(), work: int = 1) -> None:
+    """Call ``kernel(*pointers, *scalars, items, threads)`` over ``count`` items on torch's CPU threads.
 
-    ``strides`` are the bytes from one item to the next behind each pointer; ``work`` is the number of
-    elements an item spans (blocks are not split below :data:`_MIN_SPLIT` elements).
+    Built with OpenMP, the kernel splits itself; otherwise the call is split here in one block per
+    thread. ``strides`` are the bytes from one item to the next behind each pointer; ``work`` is the
+    number of elements an item spans (blocks are not split below :data:`_MIN_SPLIT` elements).
     """
-    blocks = max(1, min(torch.get_num_threads(), count, count * work // _MIN_SPLIT))
+    threads = torch.get_num_threads()
+    if _state.get("openmp"):
+        kernel(*pointers, *scalars, count, threads)
+        return
+    blocks = max(1, min(threads, count, count * work // _MIN_SPLIT))
     bounds = [count * k // blocks for k in range(blocks + 1)]
 
     def block(k):
         start = bounds[k]
-        kernel(*(p + start * stride for p, stride in zip(pointers, strides)), *scalars, bounds[k + 1] - start,
-               *trailing)
+        kernel(*(p + start * stride for p, stride in zip(pointers, strides)), *scalars, bounds[k + 1] - start, 1)
 
     futures = [_pool().submit(block, k) for k in range(1, blocks)]
     block(0)
