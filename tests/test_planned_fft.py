@@ -12,6 +12,12 @@ planned = pytest.mark.skipif(planned_fft._mkl() is None, reason="torch has no MK
 NORMS = [None, "backward", "forward", "ortho"]
 
 
+@pytest.fixture(autouse=True)
+def plans_for_every_length(monkeypatch):
+    # Short transforms normally go to torch.fft; here they take the planned path too, to test it quickly.
+    monkeypatch.setattr(planned_fft, "MIN_LENGTH", 1)
+
+
 def _complex(shape, dtype=torch.complex64, seed=0):
     return torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
 
@@ -43,7 +49,7 @@ def test_the_length_argument_pads_or_cuts_as_torch_does(n):
     z = _complex((2, 55))
     torch.testing.assert_close(planned_fft.ifft(z, n=n), torch.fft.ifft(z, n=n), rtol=0, atol=0)
     torch.testing.assert_close(planned_fft.fft(z, n=n), torch.fft.fft(z, n=n), rtol=0, atol=0)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(RuntimeError, match="data points"):
         planned_fft.fft(z, n=0)
 
 
@@ -144,6 +150,13 @@ def test_threads_transform_concurrently():
     for t in threads:
         t.join()
     assert not errors and len(results) == 80 and all(results)
+
+
+def test_short_transforms_use_torch_fft(monkeypatch):
+    monkeypatch.setattr(planned_fft, "MIN_LENGTH", 1024)
+    assert not planned_fft.usable(_complex((4, 512)))
+    assert not planned_fft.usable(_complex((4, 1025)), n=1000)  # the transform's length, not the input's
+    assert planned_fft.usable(_complex((4, 1024))) == (planned_fft._mkl() is not None)
 
 
 def test_the_switch_and_tensors_without_data_use_torch_fft(monkeypatch):

@@ -44,6 +44,8 @@ from .native import ENV_VAR
 
 #: Plans kept per thread (each holds tables of about the transform's length).
 CACHE_SIZE = 48
+#: Shorter transforms go to torch.fft: their plans commit in microseconds, less than a call through here.
+MIN_LENGTH = 1024
 
 # Configuration parameters and values of MKL's DFTI interface (mkl_dfti.h).
 _NUMBER_OF_TRANSFORMS, _PLACEMENT, _INPUT_DISTANCE, _OUTPUT_DISTANCE = 7, 11, 14, 15
@@ -137,9 +139,11 @@ def _plan(kind: str, precision: str, n: int, batch: int, scale: float, in_place:
     return plan
 
 
-def usable(t: Tensor) -> bool:
-    """Whether transforms of ``t`` can run with kept plans (else torch.fft runs them)."""
+def usable(t: Tensor, n: Optional[int] = None) -> bool:
+    """Whether transforms of ``t`` (of length n, default its last axis) run with kept plans (else torch.fft)."""
     if t.device.type != "cpu" or type(t) is not torch.Tensor or t.numel() == 0:
+        return False
+    if (t.shape[-1] if n is None else n) < MIN_LENGTH:
         return False
     if t.dtype not in _REAL_DTYPES and t.dtype not in _COMPLEX_DTYPES:
         return False
@@ -260,7 +264,7 @@ def _r2c(x: Tensor, scale: float) -> Tensor:
 
 
 def _c2r(x_half: Tensor, n: int, scale: float) -> Tensor:
-    if usable(x_half) and x_half.is_complex() and x_half.shape[-1] == n // 2 + 1:
+    if usable(x_half, n) and x_half.is_complex() and x_half.shape[-1] == n // 2 + 1:
         return _RealInverseFFT.apply(x_half, n, scale)
     return torch.fft.irfft(x_half, n=n, norm=_norm(scale, n, False))
 
@@ -269,25 +273,23 @@ def _resized(z: Tensor, n: Optional[int]) -> Tensor:
     """z zero-padded or cut to n samples on its last axis, as torch.fft does with ``n``."""
     if n is None or n == z.shape[-1]:
         return z
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
     return z[..., :n] if n < z.shape[-1] else torch.nn.functional.pad(z, (0, n - z.shape[-1]))
 
 
 def fft(z: Tensor, n: Optional[int] = None, norm: Optional[str] = None) -> Tensor:
     """``torch.fft.fft(z, n=n, norm=norm)`` along the last axis."""
-    if not usable(z):
+    if not usable(z, n):
         return torch.fft.fft(z, n=n, norm=norm)
     z = _resized(z if z.is_complex() else z.to(_complex_of(z.dtype)), n)
-    return _c2c(z, True, _scale(norm, z.shape[-1], True))
+    return _ComplexFFT.apply(z, True, _scale(norm, z.shape[-1], True))
 
 
 def ifft(z: Tensor, n: Optional[int] = None, norm: Optional[str] = None) -> Tensor:
     """``torch.fft.ifft(z, n=n, norm=norm)`` along the last axis."""
-    if not usable(z):
+    if not usable(z, n):
         return torch.fft.ifft(z, n=n, norm=norm)
     z = _resized(z if z.is_complex() else z.to(_complex_of(z.dtype)), n)
-    return _c2c(z, False, _scale(norm, z.shape[-1], False))
+    return _ComplexFFT.apply(z, False, _scale(norm, z.shape[-1], False))
 
 
 def fft_in_place(z: Tensor, norm: Optional[str] = None) -> Tensor:
@@ -310,7 +312,7 @@ def rfft(x: Tensor, norm: Optional[str] = None) -> Tensor:
 def irfft(x_half: Tensor, n: Optional[int] = None, norm: Optional[str] = None) -> Tensor:
     """``torch.fft.irfft(x_half, n=n, norm=norm)`` along the last axis."""
     n = 2 * (x_half.shape[-1] - 1) if n is None else n
-    if not usable(x_half) or not x_half.is_complex() or x_half.shape[-1] != n // 2 + 1:
+    if not usable(x_half, n) or not x_half.is_complex() or x_half.shape[-1] != n // 2 + 1:
         return torch.fft.irfft(x_half, n=n, norm=norm)
     return _RealInverseFFT.apply(x_half, n, _scale(norm, n, False))
 
