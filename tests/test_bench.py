@@ -57,6 +57,8 @@ def test_tiny_run_times_each_step(monkeypatch):
     assert "median over 4 of 315 paths" in result.get("ours: SCRAPL step (one path)").note
     assert kinds == ["mss", "scrapl"] and result.get("ours: SCRAPL step (one path)").peak_mb == 1.0
     assert "batch 1, N=4096" in result.machine and "torch threads" in result.machine
+    from scrapl_graph.jtfs import planned_fft
+    assert ("FFT plans kept (MKL)" in result.machine) == planned_fft.available()
     assert len(result.table().splitlines()) == 3 + len(result.rows)
 
 

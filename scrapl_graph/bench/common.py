@@ -56,7 +56,7 @@ def machine_description(device: torch.device) -> str:
     malloc = "tuned (--tune-malloc)" if allocator.is_tuned() else "default"
     probe = torch.zeros(1, dtype=torch.complex64)
     kernels = "C" if device.type == "cpu" and native.usable(probe) else "PyTorch"
-    plans = "kept (MKL)" if device.type == "cpu" and planned_fft.usable(probe) else "torch.fft"
+    plans = "kept (MKL)" if device.type == "cpu" and planned_fft.available() else "torch.fft"
     return (f"machine: {hw}; torch {torch.__version__}; device {device}; glibc malloc {malloc}; "
             f"modulus kernels {kernels}; FFT plans {plans}")
 

@@ -140,6 +140,11 @@ def _plan(kind: str, precision: str, n: int, batch: int, scale: float, in_place:
     return plan
 
 
+def available() -> bool:
+    """Whether this process keeps plans for CPU transforms (MKL in torch, and not switched off)."""
+    return os.environ.get(ENV_VAR, "1") != "0" and _mkl() is not None
+
+
 def usable(t: Tensor, n: Optional[int] = None) -> bool:
     """Whether transforms of ``t`` (of length n, default its last axis) run with kept plans (else torch.fft)."""
     if t.device.type != "cpu" or type(t) is not torch.Tensor or t.numel() == 0:
@@ -151,7 +156,7 @@ def usable(t: Tensor, n: Optional[int] = None) -> bool:
     functorch = torch._C._functorch
     if functorch.is_functorch_wrapped_tensor(t) or functorch.is_legacy_batchedtensor(t):
         return False  # vmapped (batched gradients): torch.fft has the batching rules
-    return os.environ.get(ENV_VAR, "1") != "0" and _mkl() is not None
+    return available()
 
 
 def _scale(norm: Optional[str], n: int, forward: bool) -> float:
