@@ -233,13 +233,13 @@ class JTFS(nn.Module):
         """Y2 for wavelet n2: complex, indexed (batch, lambda1 with j1 < j2, time at resolution j2)."""
         j2 = self.j2[n2]
         n_lambda1 = sum(1 for j in self.j1 if j < j2)
-        parts = []
+        spectra = []
         for k1, start, u1_hat in u1_hats:
             if start >= n_lambda1:
                 break
-            y_hat = self.bank.apply(u1_hat[:, : n_lambda1 - start], f"psi2_{n2}_{k1}")
-            parts.append(planned_fft.ifft(y_hat))
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+            spectra.append(self.bank.apply(u1_hat[:, : n_lambda1 - start], f"psi2_{n2}_{k1}"))
+        # Every resolution group lands at the path's resolution: one inverse FFT for all of them.
+        return planned_fft.ifft(spectra[0] if len(spectra) == 1 else torch.cat(spectra, dim=1))
 
     def _frequential_filters(self, n_frs: Sequence[int], n_lambda1: int) -> Tuple[Tensor, Tensor]:
         """Stacked complex operators of frequential filters sharing k_fr, restricted to their nonzero rows.
