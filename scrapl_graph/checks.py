@@ -86,3 +86,22 @@ def check_pair(x: object, x_target: object, device: Optional[torch.device] = Non
     check_finite(x, "x", check_values)
     check_finite(x_target, "x_target", check_values)
     return x.shape[0] * x.shape[1], x.shape[2]
+
+
+def check_signal(x: object, length: int, dtype: torch.dtype, device: torch.device,
+                 check_values: Optional[bool] = None) -> Tensor:
+    """A transform's input (..., length): real floating point of the transform's dtype and device."""
+    x = check_real_float(x, "x")
+    if x.dtype != dtype:
+        raise TypeError(f"x has dtype {x.dtype} but the filters are {dtype}; "
+                        f"convert the module with .to({x.dtype}) or the input with .to({dtype})")
+    if x.ndim < 1:
+        raise ValueError("x must have at least one dimension (..., N), got a 0-d tensor")
+    if x.shape[-1] != length:
+        raise ValueError(f"x has length {x.shape[-1]} on its last axis, expected shape={length}")
+    if x.numel() == 0:
+        raise ValueError(f"x has shape {tuple(x.shape)}: no signal to transform (an axis of size 0)")
+    if x.device != device:
+        raise ValueError(f"x is on {x.device} but the filters are on {device}; move the module with .to(device)")
+    check_finite(x, "x", check_values)
+    return x

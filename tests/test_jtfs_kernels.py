@@ -8,7 +8,7 @@ from scrapl_graph.jtfs.averaging import MAX_COLUMNS, averaging_matrix
 from scrapl_graph.jtfs.filters import center_frequencies
 from scrapl_graph.jtfs.morlet import l1_norm, morlet_spectrum, morlet_unnormalized, periods, support_bins
 from scrapl_graph.jtfs import streamed
-from scrapl_graph.jtfs.wavelet_modulus import _forward, wavelet_modulus_spectrum
+from scrapl_graph.jtfs.wavelet_modulus import HalfSpectrumBuffer, _forward, wavelet_modulus_spectrum
 
 
 @pytest.fixture
@@ -40,6 +40,47 @@ def test_fused_wavelet_modulus_is_finite_at_zero_input(band):
     x_half = torch.zeros(1, 1, 33, dtype=torch.complex128, requires_grad=True)
     wavelet_modulus_spectrum(x_half, idx, val.detach(), m).abs().sum().backward()
     assert torch.isfinite(torch.view_as_real(x_half.grad)).all()
+
+
+def test_cut_wavelet_modulus_keeps_the_first_bins_and_their_gradient(band):
+    x_half, idx, val, m = band
+    weight = torch.randn(2, 3, 6, dtype=torch.complex128, generator=torch.Generator().manual_seed(1))
+    full = wavelet_modulus_spectrum(x_half, idx, val, m)
+    expected = torch.autograd.grad((full[..., :6] * weight.conj()).real.sum(), (x_half, val))
+    # A kept gradient buffer, first written further than the cut: its stale bins must be zeroed.
+    buffer = HalfSpectrumBuffer(torch.zeros(2, 3, m // 2 + 1, dtype=torch.complex128))
+    buffer.take(m // 2)[..., : m // 2] = 1.0
+    for grad_buffer in (None, buffer, buffer):
+        cut = wavelet_modulus_spectrum(x_half, idx, val, m, grad_buffer=grad_buffer, bins=6)
+        assert cut.shape == (2, 3, 6) and torch.equal(cut, full[..., :6])
+        grads = torch.autograd.grad((cut * weight.conj()).real.sum(), (x_half, val))
+        for g, e in zip(grads, expected):
+            torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+    fn = lambda a, b: wavelet_modulus_spectrum(a, idx, b, m, bins=5)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x_half, val))
+    assert torch.autograd.gradgradcheck(fn, (x_half, val), fast_mode=True)
+    with pytest.raises(ValueError, match="bins"):
+        wavelet_modulus_spectrum(x_half, idx, val, m, bins=m)
+
+
+def test_paths_read_only_the_bins_they_keep():
+    jtfs = JTFS(2048, J=6, Q1=4, Q2=2, J_fr=2, Q_fr=1, dtype=torch.float64)
+    x = torch.randn(2, 2048, dtype=torch.float64, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    idxs = [3, jtfs.n_paths - 1]
+    bins = jtfs.second_order_bins(idxs)
+    full_bins = [jtfs.bank.length(f"psi1_{g}") // 2 ** k1 // 2 + 1 for g, (k1, _, _) in enumerate(jtfs.groups)]
+    assert all(1 <= b <= f for b, f in zip(bins, full_bins)) and sum(bins) < sum(full_bins) / 3
+    spectra, _ = jtfs.scalogram_spectra(x)
+    full = jtfs.paths_from_spectra(spectra, idxs)
+    cut = jtfs.paths_coefficients(x, idxs)
+    assert torch.equal(cut, full)
+    for a, b in zip(torch.autograd.grad(cut.square().sum(), x), torch.autograd.grad(full.square().sum(), x)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    cut_spectra, _ = jtfs.scalogram_spectra(x, bins=bins)
+    with pytest.raises(ValueError, match="reads .* bins"):  # the first order reads other bins
+        jtfs.first_order_from_spectra(cut_spectra, [0])
+    with pytest.raises(ValueError, match="one count per resolution group"):
+        jtfs.scalogram_spectra(x, bins=bins[:-1])
 
 
 @pytest.mark.parametrize("factor, start, end", [(8, 1, 5), (1, 0, 16), (4, 2, 3)])

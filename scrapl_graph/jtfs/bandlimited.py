@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from . import planned_fft
 from .ops import gather_bins, is_fake, modulus, rfft, scale_parts
-from .wavelet_modulus import wavelet_modulus_spectrum, zero_padded_buffer
+from .wavelet_modulus import HalfSpectrumBuffer, wavelet_modulus_spectrum, zero_padded_buffer
 
 REL_TOL = 1e-12
 #: Complex elements of one slice of the first-order wavelet modulus (batch x filters x time).
@@ -40,6 +40,8 @@ class BandLimitedBank(nn.Module):
     def __init__(self):
         super().__init__()
         self._meta: Dict[str, tuple] = {}
+        #: name -> number of half-spectrum bins the entry reads (its largest bin + 1).
+        self._reach: Dict[str, int] = {}
         #: name -> regenerated (n_filters, L, 2) values or None (learnable filters, see .parametric).
         self.source: Optional[Callable[[str], Optional[Tensor]]] = None
         self._workspaces: Dict[tuple, tuple] = {}
@@ -77,6 +79,7 @@ class BandLimitedBank(nn.Module):
             breaks = np.nonzero(np.diff(pos) != 1)[0] + 1
             runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(pos, breaks)]
         self._meta[name] = (n, m, runs)
+        self._reach[name] = int(half_idx.max()) + 1
 
     def __getstate__(self):
         # Kept buffers are scratch memory: a pickled or deep-copied transform starts without them.
@@ -102,32 +105,49 @@ class BandLimitedBank(nn.Module):
         """The filters' length n (the signal length at their resolution)."""
         return self._meta[name][0]
 
-    def modulus_spectrum(self, x_half: Tensor, name: str, rows: slice) -> Tensor:
-        """``rfft(|ifft(apply(x_half, name, rows))|)``: half spectra of the moduli (..., n_filters, m // 2 + 1).
+    def reach(self, name: str) -> int:
+        """How many bins of a half spectrum entry ``name`` reads: spectra may be cut there."""
+        return self._reach[name]
+
+    def modulus_spectrum(self, x_half: Tensor, name: str, rows: slice, bins: Optional[int] = None) -> Tensor:
+        """``rfft(|ifft(apply(x_half, name, rows))|)``: half spectra of the moduli (..., n_filters, bins).
 
         When the kept bins form one run ``[a, b)``, the run is transformed as
         if it started at bin 0 (a unit phase in time, which the modulus
         removes), in one fused autograd node (see :mod:`.wavelet_modulus`).
+
+        Args:
+            bins: keep the first ``bins`` bins of each spectrum (default: all, m // 2 + 1): what
+                the next filters read (see :meth:`reach`). The backward pass then starts from a
+                gradient that size instead of a whole spectrum of mostly zeros.
         """
         n, m, runs = self._meta[name]
+        bins = m // 2 + 1 if bins is None else bins
+        if not 1 <= bins <= m // 2 + 1:
+            raise ValueError(f"bins must be in [1, {m // 2 + 1}] for {name}, got {bins}")
         if runs is None or len(runs) != 1:
-            return rfft(modulus(planned_fft.ifft(self.apply(x_half, name, rows))))
-        self._check_length(x_half, n)
+            return rfft(modulus(planned_fft.ifft(self.apply(x_half, name, rows))))[..., :bins]
+        self._check_length(x_half, name)
         idx, val = getattr(self, f"{name}_idx"), self.values(name)[rows]
         # Large batches go in slices whose buffers stay below glibc's largest mmap
         # threshold (32 MB), so that freed buffers are reused instead of faulted in anew.
         per_slice = max(1, SLICE_ELEMENTS // (val.shape[0] * m))
-        if x_half.shape[0] <= per_slice:
-            return wavelet_modulus_spectrum(x_half, idx, val, m, self._workspace(name, x_half, val.shape[0], m))
-        return torch.cat([wavelet_modulus_spectrum(x, idx, val, m, self._workspace(name, x, val.shape[0], m))
-                          for x in x_half.split(per_slice)])
+        parts = [wavelet_modulus_spectrum(x, idx, val, m, *self._workspaces_for(name, x, val.shape[0], m), bins=bins)
+                 for x in x_half.split(per_slice)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def _workspace(self, name: str, x_half: Tensor, n_filters: int, m: int) -> Optional[Tensor]:
-        """The zero-padded input buffer of the first-order node for ``name``, kept between calls on CPUs.
+    def _workspaces_for(self, name: str, x_half: Tensor, n_filters: int, m: int) -> tuple:
+        """The first-order node's kept buffers for ``name``: its zero-padded input and its gradient spectrum."""
+        kept = self._workspace(name, x_half, n_filters, m)
+        return (None, None) if kept is None else kept
 
-        Allocated afresh at every call, this buffer (the largest of a SCRAPL step) gets new pages from
-        glibc, which returns freed memory to the system between steps: the page faults cost about a
-        sixth of a step. Kept, it is written in its first L bins only (the rest stays zero). One per
+    def _workspace(self, name: str, x_half: Tensor, n_filters: int, m: int) -> Optional[tuple]:
+        """The kept buffers of the first-order node for ``name`` on CPUs: ``(input, gradient spectrum)``.
+
+        Allocated afresh at every call, the input buffer (the largest of a SCRAPL step) gets new pages
+        from glibc, which returns freed memory to the system between steps: the page faults cost about
+        a sixth of a step. Kept, it is written in its first L bins only (the rest stays zero); the
+        gradient spectrum likewise (see :class:`.wavelet_modulus.HalfSpectrumBuffer`). One pair per
         entry, thread and batch size (a slice's); CUDA's caching allocator already reuses memory.
         """
         if x_half.device.type != "cpu" or is_fake(x_half) or torch.is_inference_mode_enabled():
@@ -137,21 +157,23 @@ class BandLimitedBank(nn.Module):
         shape = (n_filters, m, length, x_half.dtype)
         kept = self._workspaces.get(key)
         if kept is None or kept[0] != shape:
-            kept = self._workspaces[key] = (shape, zero_padded_buffer(x_half, n_filters, m, length))
+            buffers = (zero_padded_buffer(x_half, n_filters, m, length),
+                       HalfSpectrumBuffer(x_half.new_zeros(x_half.shape[0], n_filters, m // 2 + 1)))
+            kept = self._workspaces[key] = (shape, buffers)
         return kept[1]
 
-    @staticmethod
-    def _check_length(x_half: Tensor, n: int) -> None:
-        if x_half.shape[-1] != n // 2 + 1:
-            raise RuntimeError(f"internal: half spectrum of length {x_half.shape[-1]} for filters of length {n}")
+    def _check_length(self, x_half: Tensor, name: str) -> None:
+        n, reach = self._meta[name][0], self._reach[name]
+        if not reach <= x_half.shape[-1] <= n // 2 + 1:
+            raise ValueError(f"{name} reads {reach} bins of half spectra of length {n // 2 + 1}, got "
+                             f"{x_half.shape[-1]} bins (spectra cut for other filters?)")
 
     def _product(self, x_half: Tensor, name: str, rows) -> Tensor:
-        n = self._meta[name][0]
         idx = getattr(self, f"{name}_idx")
         val = self.values(name)
         if rows is not None:
             val = val[rows]
-        self._check_length(x_half, n)
+        self._check_length(x_half, name)
         return scale_parts(gather_bins(x_half, idx), val)
 
     def apply(self, x_half: Tensor, name: str, rows: Sequence[int] | slice | None = None) -> Tensor:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from .filters import frequential_filterbank, temporal_filterbanks
 from .layout import (PathInfo, border_indices, check_path_index, check_sizes, contiguous_groups, first_order_path_set,
                      frequential_padding, padding, parse_support, path_set, path_table)
-from ..checks import check_finite, check_real_float
+from ..checks import check_signal
 from .averaging import averaging_matrices
 from .bandlimited import BandLimitedBank
 from .streamed import streamed_modulus_average
@@ -134,9 +134,7 @@ class JTFS(nn.Module):
             max_j2 = max(p.j2 for p in self.paths)
             if max_j2 > self.log2_T:
                 raise ValueError(f"T={self.T} is shorter than the largest second-order wavelet: need T >= 2**{max_j2} = {2 ** max_j2}")
-        self.j1 = [f.j for f in psi1]
-        self.j2 = [f.j for f in psi2]
-        self.j_fr = [f.j for f in psi_fr]
+        self.j1, self.j2, self.j_fr = ([f.j for f in bank] for bank in (psi1, psi2, psi_fr))
         self.spin = [int(np.sign(f.xi)) for f in psi_fr]
         # The first-order resolution: local averaging never needs finer than 2^log2_T.
         self.k1 = [min(j, self.log2_T) if self.average == "local" else j for j in self.j1]
@@ -198,26 +196,15 @@ class JTFS(nn.Module):
         return self.filterbank.shared() if self.filterbank is not None else contextlib.nullcontext()
 
     def _prepare(self, x: Tensor) -> Tuple[Tensor, Tuple[int, ...]]:
-        x = check_real_float(x, "x")
-        if x.dtype != self.dtype:
-            raise TypeError(f"x has dtype {x.dtype} but the filters are {self.dtype}; "
-                            f"convert the module with .to({x.dtype}) or the input with .to({self.dtype})")
-        if x.ndim < 1:
-            raise ValueError("x must have at least one dimension (..., N), got a 0-d tensor")
-        if x.shape[-1] != self.N:
-            raise ValueError(f"x has length {x.shape[-1]} on its last axis, expected shape={self.N}")
-        if x.numel() == 0:
-            raise ValueError(f"x has shape {tuple(x.shape)}: no signal to transform (an axis of size 0)")
-        if x.device != self.device:
-            raise ValueError(f"x is on {x.device} but the filters are on {self.device}; move the module with .to(device)")
-        check_finite(x, "x", self.check_values)
+        x = check_signal(x, self.N, self.dtype, self.device, self.check_values)
         batch_shape = tuple(x.shape[:-1])
         x = x.reshape(-1, 1, self.N)
         x = Fn.pad(x, (self.pad_left, self.pad_right), mode="reflect")[:, 0]
         return x, batch_shape
 
     # ------------------------------------------------------------ first order
-    def _scalogram_spectra(self, x_padded: Tensor, n_lambda1: int) -> List[Tuple[int, int, Tensor]]:
+    def _scalogram_spectra(self, x_padded: Tensor, n_lambda1: int,
+                           bins: Optional[Sequence[int]] = None) -> List[Tuple[int, int, Tensor]]:
         """rfft(U1) for the first ``n_lambda1`` wavelets, as ``(k1, start, rfft(U1))`` per resolution group."""
         x_hat = rfft(x_padded)[:, None, :]
         out = []
@@ -225,8 +212,19 @@ class JTFS(nn.Module):
             end = min(end, n_lambda1)
             if start >= end:
                 break
-            out.append((k1, start, self.bank.modulus_spectrum(x_hat, f"psi1_{g}", slice(0, end - start))))
+            cut = None if bins is None else bins[g]
+            out.append((k1, start, self.bank.modulus_spectrum(x_hat, f"psi1_{g}", slice(0, end - start), cut)))
         return out
+
+    def second_order_bins(self, idxs: Sequence[int]) -> List[int]:
+        """Per resolution group, how many bins of rfft(U1) the second order of paths ``idxs`` reads.
+
+        The second-order wavelets are low-pass at the first order's resolution (j2 = 6 reads 1 in 72
+        bins of the highest octave): pass this as ``bins`` to :meth:`scalogram_spectra`.
+        """
+        n2s = {self.paths[self.check_idx(i)].n2 for i in idxs}
+        names = [[f"psi2_{n2}_{k1}" for n2 in n2s] for k1, _, _ in self.groups]
+        return [max((self.bank.reach(name) for name in group if name in self.bank), default=1) for group in names]
 
     # ----------------------------------------------------------- second order
     def _time_scattering(self, u1_hats: List[Tuple[int, int, Tensor]], n2: int) -> Tensor:
@@ -317,12 +315,15 @@ class JTFS(nn.Module):
         return torch.where(keep, z, averaged)
 
     # ---------------------------------------------------------------- public
-    def scalogram_spectra(self, x: Tensor, n_lambda1: Optional[int] = None) -> Tuple[List[Tuple[int, int, Tensor]], Tuple[int, ...]]:
+    def scalogram_spectra(self, x: Tensor, n_lambda1: Optional[int] = None, bins: Optional[Sequence[int]] = None
+                          ) -> Tuple[List[Tuple[int, int, Tensor]], Tuple[int, ...]]:
         """First-order scalogram U1 of x, as half spectra ready for the second order.
 
         Args:
             x: real signal (..., N).
             n_lambda1: compute only the first n_lambda1 wavelets (default: all).
+            bins: per resolution group, the first bins to keep, as :meth:`second_order_bins` gives
+                them for the paths to compute (default: all, which every path and the first order read).
 
         Returns:
             ``([(k1, start, rfft(U1)), ...], batch_shape)``, one entry per
@@ -330,7 +331,9 @@ class JTFS(nn.Module):
         """
         x_padded, batch_shape = self._prepare(x)
         n_lambda1 = len(self.j1) if n_lambda1 is None else n_lambda1
-        return self._scalogram_spectra(x_padded, n_lambda1), batch_shape
+        if bins is not None and len(bins) != len(self.groups):
+            raise ValueError(f"bins must give one count per resolution group ({len(self.groups)}), got {len(bins)}")
+        return self._scalogram_spectra(x_padded, n_lambda1, bins), batch_shape
 
     def paths_from_spectra(self, spectra: List[Tuple[int, int, Tensor]], idxs: Sequence[int]) -> Tensor:
         """Second-order paths ``idxs`` from :meth:`scalogram_spectra`: (batch, len(idxs), F', T')."""
@@ -346,9 +349,7 @@ class JTFS(nn.Module):
         return torch.stack([coefs[self.keys[i]] for i in idxs], dim=1)
 
     def paths_coefficients(self, x: Tensor, idxs: Sequence[int]) -> Tensor:
-        """Several second-order paths sharing one first-order scalogram.
-
-        Only the lambda1 with j1 < j2 for some requested path are computed.
+        """Several second-order paths sharing one first-order scalogram (its lambda1 with j1 < j2 and bins they read).
 
         Args:
             x: real signal of shape (..., N).
@@ -363,7 +364,8 @@ class JTFS(nn.Module):
         idxs = [self.check_idx(i) for i in idxs]
         if not idxs:
             raise ValueError("idxs must name at least one path")
-        spectra, batch_shape = self.scalogram_spectra(x, max(self.paths[i].n_lambda1 for i in idxs))
+        spectra, batch_shape = self.scalogram_spectra(x, max(self.paths[i].n_lambda1 for i in idxs),
+                                                      self.second_order_bins(idxs))
         out = self.paths_from_spectra(spectra, idxs)
         return out.reshape(batch_shape + out.shape[1:])
 

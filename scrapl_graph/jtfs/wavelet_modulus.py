@@ -3,10 +3,13 @@ r"""The first-order wavelet modulus as one autograd node: band product, inverse 
 For a real signal given by its half spectrum ``X`` and a batch of wavelets
 ``psi_f`` that occupy one run of ``L`` bins, the first order needs
 
-    u_hat_f = rfft( | ifft_m( X[idx] * psi_f ) | ),
+    u_hat_f = rfft( | ifft_m( X[idx] * psi_f ) | )[:bins],
 
 where the band is placed at bin 0 of a length-``m`` spectrum (a shift in
-frequency is a unit phase in time, which the modulus removes). Composed
+frequency is a unit phase in time, which the modulus removes), and only
+the first ``bins`` bins are kept: the second-order wavelets of a path read
+a low band, so that the backward starts from a gradient of that size
+rather than a whole spectrum of zeros. Composed
 from separate torch operations, this costs a zero-padded copy of the
 product in the forward pass and, in the backward pass, a chain of
 elementwise kernels over ``(batch, filters, m)`` complex tensors; the
@@ -34,15 +37,35 @@ from . import native, planned_fft
 from .ops import interleaved, is_batched, magnitude, modulus, modulus_floor, rfft, rfft_adjoint, scale_parts
 
 
-def _forward(x_half: Tensor, idx: Tensor, val: Tensor, m: int) -> Tensor:
+def _forward(x_half: Tensor, idx: Tensor, val: Tensor, m: int, bins: Optional[int] = None) -> Tensor:
     """The node composed from differentiable operations (the definition, and the double-backward path)."""
     band = scale_parts(x_half[..., idx], val)
-    return rfft(modulus(planned_fft.ifft(band, n=m)))
+    return rfft(modulus(planned_fft.ifft(band, n=m)))[..., :bins]
+
+
+class HalfSpectrumBuffer:
+    """A kept complex buffer of half spectra (..., m // 2 + 1), zero beyond the bins last written.
+
+    The backward of a node whose output was cut to ``bins`` writes the gradient's bins here
+    and zeroes only what an earlier, longer gradient left behind.
+    """
+
+    def __init__(self, data: Tensor):
+        self.data = data.zero_()
+        self._written = 0
+
+    def take(self, bins: int) -> Tensor:
+        """The buffer, zero from bin ``bins`` on; the caller writes the first ``bins``."""
+        if self._written > bins:
+            self.data[..., bins : self._written].zero_()
+        self._written = bins
+        return self.data
 
 
 class _WaveletModulus(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x_half: Tensor, idx: Tensor, val: Tensor, m: int, workspace: Optional[Tensor]) -> Tensor:
+    def forward(ctx, x_half: Tensor, idx: Tensor, val: Tensor, m: int, workspace: Optional[Tensor],
+                grad_buffer: Optional[HalfSpectrumBuffer], bins: int) -> Tensor:
         batch, n_filters, length = x_half.shape[0], val.shape[0], val.shape[1]
         # Advanced indexing (index_select along the last axis is several times slower on CPUs); the
         # (re, im) pairs are multiplied as one flat axis (see .ops.scale_parts).
@@ -54,26 +77,28 @@ class _WaveletModulus(torch.autograd.Function):
         r = magnitude(y)
         ctx.save_for_backward(x_half, idx, val)
         # Kept off save_for_backward: the first backward overwrites y with its gradient (one buffer fewer).
-        ctx.y, ctx.r, ctx.m = y, r, m
-        return planned_fft.rfft(r)
+        ctx.y, ctx.r, ctx.m, ctx.grad_buffer = y, r, m, grad_buffer
+        u_hat = planned_fft.rfft(r)
+        return u_hat if bins == u_hat.shape[-1] else u_hat[..., :bins].clone()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x_half, idx, val = ctx.saved_tensors
         y, r = ctx.y, ctx.r
         ctx.y = ctx.r = None
-        wants_x, _, wants_val, _, _ = ctx.needs_input_grad
+        wants_x, _, wants_val = ctx.needs_input_grad[:3]
         # create_graph=True, or a second backward (retain_graph=True) after y was overwritten:
         # differentiate the composed definition.
         create_graph = torch.is_grad_enabled()
         if create_graph or y is None or is_batched(grad):
             inputs = [t for t, wanted in ((x_half, wants_x), (val, wants_val)) if wanted]
             with torch.enable_grad():
-                out = _forward(x_half, idx, val, ctx.m)
+                out = _forward(x_half, idx, val, ctx.m, grad.shape[-1])
             grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=create_graph))
-            return (next(grads) if wants_x else None), None, (next(grads) if wants_val else None), None, None
+            g_x, g_val = (next(grads) if wants_x else None), (next(grads) if wants_val else None)
+            return g_x, None, g_val, None, None, None, None
         # d|y|/dy = y / |y|; a floored |y| makes it 0 (not NaN) where y = 0.
-        s, floor = rfft_adjoint(grad, ctx.m), modulus_floor(r.dtype)
+        s, floor = _modulus_gradient(grad, ctx.m, ctx.grad_buffer), modulus_floor(r.dtype)
         if native.usable(y, s, r):
             g_y = native.scale_by_ratio_(y, s, r, floor)
         else:
@@ -89,7 +114,19 @@ class _WaveletModulus(torch.autograd.Function):
         if wants_val:
             selected = torch.view_as_real(x_half[..., idx]).flatten(-2)
             g_val = (g_band * selected).sum(dim=0).unflatten(-1, (-1, 2))
-        return g_x, None, g_val, None, None
+        return g_x, None, g_val, None, None, None, None
+
+
+def _modulus_gradient(grad: Tensor, m: int, buffer: Optional[HalfSpectrumBuffer]) -> Tensor:
+    """The gradient of the real moduli (length m) from that of their first ``grad.shape[-1]`` bins."""
+    full = m // 2 + 1
+    if grad.shape[-1] == full:
+        return rfft_adjoint(grad, m)
+    bins = grad.shape[-1]
+    half = buffer.take(bins) if buffer is not None else grad.new_zeros(grad.shape[:-1] + (full,))
+    torch.mul(grad, 0.5, out=half[..., :bins])  # see rfft_adjoint: bin 0 stands for itself only
+    half[..., 0] = grad[..., 0]
+    return planned_fft.irfft(half, n=m, norm="forward")
 
 
 def zero_padded_buffer(x_half: Tensor, n_filters: int, m: int, length: int) -> Tensor:
@@ -100,8 +137,9 @@ def zero_padded_buffer(x_half: Tensor, n_filters: int, m: int, length: int) -> T
 
 
 def wavelet_modulus_spectrum(x_half: Tensor, idx: Tensor, val: Tensor, m: int,
-                             workspace: Optional[Tensor] = None) -> Tensor:
-    """``rfft(|ifft_m(band)|)`` for wavelets stored on one run of bins.
+                             workspace: Optional[Tensor] = None, grad_buffer: Optional[HalfSpectrumBuffer] = None,
+                             bins: Optional[int] = None) -> Tensor:
+    """``rfft(|ifft_m(band)|)[..., :bins]`` for wavelets stored on one run of bins.
 
     Args:
         x_half: half spectra of real signals, complex (batch, 1, n // 2 + 1).
@@ -112,8 +150,14 @@ def wavelet_modulus_spectrum(x_half: Tensor, idx: Tensor, val: Tensor, m: int,
         m: length of the inverse transform (the signal length at this resolution).
         workspace: a :func:`zero_padded_buffer` for these shapes, to write the band product into
             (its bins from L on must stay zero); default: a new one.
+        grad_buffer: a kept buffer of (batch, n_filters, m // 2 + 1) for the backward of a cut
+            output; default: a new one at each backward.
+        bins: the bins kept (default: all, m // 2 + 1).
 
     Returns:
-        Complex (batch, n_filters, m // 2 + 1): the half spectra of the moduli.
+        Complex (batch, n_filters, bins): the first bins of the half spectra of the moduli.
     """
-    return _WaveletModulus.apply(x_half, idx, val, m, workspace)
+    bins = m // 2 + 1 if bins is None else bins
+    if not 1 <= bins <= m // 2 + 1:
+        raise ValueError(f"bins must be in [1, {m // 2 + 1}], got {bins}")
+    return _WaveletModulus.apply(x_half, idx, val, m, workspace, grad_buffer, bins)
