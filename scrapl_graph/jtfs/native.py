@@ -223,9 +223,11 @@ def _suffix(t: Tensor) -> str:
     return "f32" if t.dtype in (torch.float32, torch.complex64) else "f64"
 
 
-def magnitude(z: Tensor) -> Tensor:
-    """|z| of a complex tensor ``z`` for which :func:`usable` holds, in one pass."""
-    r = torch.empty(z.shape, dtype=z.real.dtype, device=z.device)
+def magnitude(z: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    """|z| of a complex tensor ``z`` for which :func:`usable` holds, in one pass (into ``out`` if given)."""
+    r = torch.empty(z.shape, dtype=z.real.dtype, device=z.device) if out is None else out
+    if r.shape != z.shape or r.dtype != z.real.dtype or not r.is_contiguous():
+        raise ValueError(f"out must be a contiguous {z.real.dtype} tensor of shape {tuple(z.shape)}")
     size = r.element_size()
     _run(getattr(_library(), f"magnitude_{_suffix(z)}"), z.numel(), (z.data_ptr(), r.data_ptr()), (2 * size, size))
     return r

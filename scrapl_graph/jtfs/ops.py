@@ -1,23 +1,26 @@
 """Pure tensor operations of the scattering transform (no state, no filters of their own)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
 from . import native, planned_fft
 
 
-def magnitude(z: Tensor) -> Tensor:
-    """|z| of complex z, without autograd bookkeeping (the forward of :func:`modulus`).
+def magnitude(z: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    """|z| of complex z, without autograd bookkeeping (the forward of :func:`modulus`), into ``out`` if given.
 
     sqrt(re^2 + im^2) on the (re, im) view is much faster than complex abs
     (which guards against overflow that audio magnitudes never reach); on CPUs
     in one pass (:mod:`.native`) where the fused kernels are available.
     """
-    if native.usable(z):
-        return native.magnitude(z)
+    if native.usable(z) and (out is None or native.usable(out)):
+        return native.magnitude(z, out)
     v = torch.view_as_real(z)
-    return v[..., 0].square().addcmul_(v[..., 1], v[..., 1]).sqrt_()
+    r = torch.mul(v[..., 0], v[..., 0], out=out)
+    return r.addcmul_(v[..., 1], v[..., 1]).sqrt_()
 
 
 def scale_parts(z: Tensor, val: Tensor) -> Tensor:

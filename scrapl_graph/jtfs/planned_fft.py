@@ -290,11 +290,13 @@ def fft(z: Tensor, n: Optional[int] = None, norm: Optional[str] = None) -> Tenso
     return _ComplexFFT.apply(z, True, _scale(norm, z.shape[-1], True))
 
 
-def ifft(z: Tensor, n: Optional[int] = None, norm: Optional[str] = None) -> Tensor:
-    """``torch.fft.ifft(z, n=n, norm=norm)`` along the last axis."""
+def ifft(z: Tensor, n: Optional[int] = None, norm: Optional[str] = None, out: Optional[Tensor] = None) -> Tensor:
+    """``torch.fft.ifft(z, n=n, norm=norm, out=out)`` along the last axis (no autograd with ``out``)."""
     if not usable(z, n):
-        return torch.fft.ifft(z, n=n, norm=norm)
+        return torch.fft.ifft(z, n=n, norm=norm, out=out)
     z = _resized(z if z.is_complex() else z.to(_complex_of(z.dtype)), n)
+    if out is not None:
+        return execute("c2c_backward", z, _scale(norm, z.shape[-1], False), out=out)
     return _ComplexFFT.apply(z, False, _scale(norm, z.shape[-1], False))
 
 
@@ -308,18 +310,23 @@ def fft_in_place(z: Tensor, norm: Optional[str] = None) -> Tensor:
     return torch.fft.fft(z, norm=norm)
 
 
-def rfft(x: Tensor, norm: Optional[str] = None) -> Tensor:
-    """``torch.fft.rfft(x, norm=norm)`` along the last axis."""
+def rfft(x: Tensor, norm: Optional[str] = None, out: Optional[Tensor] = None) -> Tensor:
+    """``torch.fft.rfft(x, norm=norm, out=out)`` along the last axis (no autograd with ``out``)."""
     if not usable(x) or x.is_complex():
-        return torch.fft.rfft(x, norm=norm)
+        return torch.fft.rfft(x, norm=norm, out=out)
+    if out is not None:
+        return execute("r2c", x, _scale(norm, x.shape[-1], True), out=out)
     return _RealFFT.apply(x, _scale(norm, x.shape[-1], True))
 
 
-def irfft(x_half: Tensor, n: Optional[int] = None, norm: Optional[str] = None) -> Tensor:
-    """``torch.fft.irfft(x_half, n=n, norm=norm)`` along the last axis."""
+def irfft(x_half: Tensor, n: Optional[int] = None, norm: Optional[str] = None, out: Optional[Tensor] = None
+          ) -> Tensor:
+    """``torch.fft.irfft(x_half, n=n, norm=norm, out=out)`` along the last axis (no autograd with ``out``)."""
     n = 2 * (x_half.shape[-1] - 1) if n is None else n
     if not usable(x_half, n) or not x_half.is_complex() or x_half.shape[-1] != n // 2 + 1:
-        return torch.fft.irfft(x_half, n=n, norm=norm)
+        return torch.fft.irfft(x_half, n=n, norm=norm, out=out)
+    if out is not None:
+        return execute("c2r", x_half, _scale(norm, n, False), n=n, out=out)
     return _RealInverseFFT.apply(x_half, n, _scale(norm, n, False))
 
 

@@ -33,7 +33,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import native, planned_fft
+from . import native, planned_fft, recycled
 from .ops import interleaved, is_batched, magnitude, modulus, modulus_floor, rfft, rfft_adjoint, scale_parts
 
 
@@ -65,7 +65,7 @@ class HalfSpectrumBuffer:
 class _WaveletModulus(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_half: Tensor, idx: Tensor, val: Tensor, m: int, workspace: Optional[Tensor],
-                grad_buffer: Optional[HalfSpectrumBuffer], bins: int) -> Tensor:
+                grad_buffer: Optional[HalfSpectrumBuffer], bins: int, recorded: bool) -> Tensor:
         batch, n_filters, length = x_half.shape[0], val.shape[0], val.shape[1]
         # Advanced indexing (index_select along the last axis is several times slower on CPUs); the
         # (re, im) pairs are multiplied as one flat axis (see .ops.scale_parts).
@@ -73,13 +73,23 @@ class _WaveletModulus(torch.autograd.Function):
         y = workspace if workspace is not None else zero_padded_buffer(x_half, n_filters, m, length)
         y_flat = torch.view_as_real(y).view(batch, n_filters, 2 * m)
         torch.mul(selected, val.flatten(-2), out=y_flat[..., : 2 * length])
-        y = planned_fft.ifft(y)
-        r = magnitude(y)
+        y = planned_fft.ifft(y, out=recycled.take(y.shape, y.dtype, y))
+        r = magnitude(y, out=recycled.take(y.shape, y.real.dtype, y))
+        if bins == m // 2 + 1:
+            u_hat = planned_fft.rfft(r)
+        else:
+            whole = planned_fft.rfft(r, out=recycled.take((batch, n_filters, m // 2 + 1), y.dtype, y))
+            u_hat = whole[..., :bins].clone()
+            recycled.give(whole)
         ctx.save_for_backward(x_half, idx, val)
-        # Kept off save_for_backward: the first backward overwrites y with its gradient (one buffer fewer).
-        ctx.y, ctx.r, ctx.m, ctx.grad_buffer = y, r, m, grad_buffer
-        u_hat = planned_fft.rfft(r)
-        return u_hat if bins == u_hat.shape[-1] else u_hat[..., :bins].clone()
+        ctx.m, ctx.grad_buffer = m, grad_buffer
+        if recorded:
+            # Kept off save_for_backward: the first backward overwrites y with its gradient (one buffer fewer).
+            ctx.y, ctx.r = y, r
+        else:
+            ctx.y = ctx.r = None
+            recycled.give(y, r)
+        return u_hat
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -91,12 +101,13 @@ class _WaveletModulus(torch.autograd.Function):
         # differentiate the composed definition.
         create_graph = torch.is_grad_enabled()
         if create_graph or y is None or is_batched(grad):
+            recycled.give(y, r)
             inputs = [t for t, wanted in ((x_half, wants_x), (val, wants_val)) if wanted]
             with torch.enable_grad():
                 out = _forward(x_half, idx, val, ctx.m, grad.shape[-1])
             grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=create_graph))
             g_x, g_val = (next(grads) if wants_x else None), (next(grads) if wants_val else None)
-            return g_x, None, g_val, None, None, None, None
+            return g_x, None, g_val, None, None, None, None, None
         # d|y|/dy = y / |y|; a floored |y| makes it 0 (not NaN) where y = 0.
         s, floor = _modulus_gradient(grad, ctx.m, ctx.grad_buffer), modulus_floor(r.dtype)
         if native.usable(y, s, r):
@@ -114,7 +125,8 @@ class _WaveletModulus(torch.autograd.Function):
         if wants_val:
             selected = torch.view_as_real(x_half[..., idx]).flatten(-2)
             g_val = (g_band * selected).sum(dim=0).unflatten(-1, (-1, 2))
-        return g_x, None, g_val, None, None, None, None
+        recycled.give(y, r, s)
+        return g_x, None, g_val, None, None, None, None, None
 
 
 def _modulus_gradient(grad: Tensor, m: int, buffer: Optional[HalfSpectrumBuffer]) -> Tensor:
@@ -126,7 +138,7 @@ def _modulus_gradient(grad: Tensor, m: int, buffer: Optional[HalfSpectrumBuffer]
     half = buffer.take(bins) if buffer is not None else grad.new_zeros(grad.shape[:-1] + (full,))
     torch.mul(grad, 0.5, out=half[..., :bins])  # see rfft_adjoint: bin 0 stands for itself only
     half[..., 0] = grad[..., 0]
-    return planned_fft.irfft(half, n=m, norm="forward")
+    return planned_fft.irfft(half, n=m, norm="forward", out=recycled.take(half.shape[:-1] + (m,), grad.real.dtype, half))
 
 
 def zero_padded_buffer(x_half: Tensor, n_filters: int, m: int, length: int) -> Tensor:
@@ -160,4 +172,6 @@ def wavelet_modulus_spectrum(x_half: Tensor, idx: Tensor, val: Tensor, m: int,
     bins = m // 2 + 1 if bins is None else bins
     if not 1 <= bins <= m // 2 + 1:
         raise ValueError(f"bins must be in [1, {m // 2 + 1}], got {bins}")
-    return _WaveletModulus.apply(x_half, idx, val, m, workspace, grad_buffer, bins)
+    # Whether autograd records the node (its buffers are then kept for the backward pass).
+    recorded = torch.is_grad_enabled() and (x_half.requires_grad or val.requires_grad)
+    return _WaveletModulus.apply(x_half, idx, val, m, workspace, grad_buffer, bins, recorded)
