@@ -17,6 +17,16 @@ def test_a_buffer_handed_back_is_taken_again():
     assert recycled.take((3, 5), torch.float32, like) is not t  # taken: not handed out twice
 
 
+def test_other_devices_get_no_buffer():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        fake = torch.empty(2, device="cuda")
+        assert recycled.take((2,), torch.float32, fake) is None
+        recycled.give(fake)
+    assert not recycled._free()
+
+
 def test_views_and_doubles_are_not_kept(monkeypatch):
     like = torch.zeros(1)
     base = torch.empty(4, 6)

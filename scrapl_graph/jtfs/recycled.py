@@ -44,13 +44,16 @@ def _free() -> OrderedDict:
     return free
 
 
-def take(shape: Tuple[int, ...], dtype: torch.dtype, like: Tensor) -> Tensor:
-    """An uninitialized tensor of ``shape`` and ``dtype`` on ``like``'s device: a recycled one where kept."""
-    if like.device.type == "cpu" and not is_fake(like):
-        kept = _free().get((tuple(shape), dtype))
-        if kept:
-            return kept.pop()
-    return torch.empty(shape, dtype=dtype, device=like.device)
+def take(shape: Tuple[int, ...], dtype: torch.dtype, like: Tensor) -> Optional[Tensor]:
+    """An uninitialized CPU tensor of ``shape`` and ``dtype``, recycled where one is kept.
+
+    None where ``like`` is not a CPU tensor with data (the caller's operation then allocates its
+    own output, without the copy an ``out=`` argument costs there).
+    """
+    if like.device.type != "cpu" or is_fake(like):
+        return None
+    kept = _free().get((tuple(shape), dtype))
+    return kept.pop() if kept else torch.empty(shape, dtype=dtype)
 
 
 def give(*tensors: Optional[Tensor]) -> None:
