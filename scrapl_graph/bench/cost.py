@@ -88,7 +88,7 @@ def _stages(jtfs: JTFS, idx: int, x: Tensor):
     j2 = jtfs.j2[path.n2]
     with torch.no_grad():
         spectra, _ = jtfs.scalogram_spectra(x, path.n_lambda1)
-        y2 = jtfs._time_scattering(spectra, path.n2)
+        y2 = jtfs.time_scattering(spectra, path.n2)
     u1_hats = [s.detach().requires_grad_() for _, _, s in spectra]
     groups = [(k1, start) for k1, start, _ in spectra]
 
@@ -97,7 +97,7 @@ def _stages(jtfs: JTFS, idx: int, x: Tensor):
         return sum(torch.view_as_real(s).square().sum() for _, _, s in out)
 
     def second_order(u1_hats) -> Tensor:
-        out = jtfs._time_scattering([(k1, start, u) for (k1, start), u in zip(groups, u1_hats)], path.n2)
+        out = jtfs.time_scattering([(k1, start, u) for (k1, start), u in zip(groups, u1_hats)], path.n2)
         return torch.view_as_real(out).square().sum()
 
     def frequential(inputs) -> Tensor:

@@ -227,8 +227,8 @@ class JTFS(nn.Module):
         return [max((self.bank.reach(name) for name in group if name in self.bank), default=1) for group in names]
 
     # ----------------------------------------------------------- second order
-    def _time_scattering(self, u1_hats: List[Tuple[int, int, Tensor]], n2: int) -> Tensor:
-        """Y2 for wavelet n2: complex, indexed (batch, lambda1 with j1 < j2, time at resolution j2)."""
+    def time_scattering(self, u1_hats: List[Tuple[int, int, Tensor]], n2: int) -> Tensor:
+        """Y2 for wavelet n2 from :meth:`scalogram_spectra`: complex (batch, lambda1 with j1 < j2, time at j2)."""
         j2 = self.j2[n2]
         n_lambda1 = sum(1 for j in self.j1 if j < j2)
         spectra = []
@@ -240,12 +240,8 @@ class JTFS(nn.Module):
         return planned_fft.ifft(spectra[0] if len(spectra) == 1 else torch.cat(spectra, dim=1))
 
     def _frequential_filters(self, n_frs: Sequence[int], n_lambda1: int) -> Tuple[Tensor, Tensor]:
-        """Stacked complex operators of frequential filters sharing k_fr, restricted to their nonzero rows.
-
-        Returns:
-            ``(W, rows)``: W of shape (R, n_lambda1) and the positions ``rows``
-            of its R rows in the stacked output of ``len(n_frs) * F''`` rows.
-        """
+        """``(W, rows)``: the stacked operators (R, n_lambda1) of frequential filters sharing k_fr, on their
+        nonzero rows only, and the positions of those R rows among the ``len(n_frs) * F''`` stacked rows."""
         device = self.psi_fr_0.device
         key = (tuple(n_frs), n_lambda1, device)
         if key not in self._row_cache:
@@ -339,14 +335,19 @@ class JTFS(nn.Module):
         """Second-order paths ``idxs`` from :meth:`scalogram_spectra`: (batch, len(idxs), F', T')."""
         by_n2: Dict[int, List[int]] = {}
         for i in idxs:
-            by_n2.setdefault(self.paths[i].n2, []).append(self.paths[i].n_fr)
-        coefs: Dict[Tuple[int, int], Tensor] = {}
-        for n2, n_frs in by_n2.items():
-            y2 = self._time_scattering(spectra, n2)
-            s = self._frequency_scattering(y2, n_frs, self.j2[n2])
-            for n_fr, coef in zip(n_frs, s.unbind(1)):
-                coefs[(n2, n_fr)] = coef
-        return torch.stack([coefs[self.keys[i]] for i in idxs], dim=1)
+            by_n2.setdefault(self.paths[i].n2, []).append(i)
+        coefs: Dict[int, Tensor] = {}
+        for n2, members in by_n2.items():
+            y2 = self.time_scattering(spectra, n2)
+            coefs.update(zip(members, self.paths_from_time_scattering(y2, members).unbind(1)))
+        return torch.stack([coefs[i] for i in idxs], dim=1)
+
+    def paths_from_time_scattering(self, y2: Tensor, idxs: Sequence[int]) -> Tensor:
+        """Paths ``idxs``, all of one n2, from its :meth:`time_scattering`: (batch, len(idxs), F', T')."""
+        n2 = self.paths[idxs[0]].n2
+        if any(self.paths[i].n2 != n2 for i in idxs):
+            raise ValueError(f"paths {list(idxs)} do not share one second-order wavelet n2")
+        return self._frequency_scattering(y2, [self.paths[i].n_fr for i in idxs], self.j2[n2])
 
     def paths_coefficients(self, x: Tensor, idxs: Sequence[int]) -> Tensor:
         """Several second-order paths sharing one first-order scalogram (its lambda1 with j1 < j2 and bins they read).
@@ -392,11 +393,8 @@ class JTFS(nn.Module):
     def first_order_from_spectra(self, spectra: List[Tuple[int, int, Tensor]], channels: Sequence[int]) -> Tensor:
         """First-order paths ``channels`` (of :meth:`first_order`) from the full :meth:`scalogram_spectra`.
 
-        Returns:
-            Tensor (batch, len(channels), F', T').
-
-        Raises:
-            ValueError: if ``spectra`` lacks some first-order wavelets (S1 needs all of them).
+        Returns (batch, len(channels), F', T'); raises ValueError if ``spectra`` lacks some first-order
+        wavelets (S1 needs all of them) or was cut to fewer bins than the average reads.
         """
         s1 = torch.cat([real_inverse(self.bank.apply(u1_hat, f"phi_{k1}")) for k1, _, u1_hat in spectra], dim=1)
         if s1.shape[1] != len(self.j1):

@@ -1,8 +1,9 @@
 """Full-tree JTFS loss: the mean over all paths of the per-path distance."""
 from __future__ import annotations
 
+import itertools
 import logging
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -98,19 +99,29 @@ class JTFSLoss(nn.Module):
         meta = [(k1, start) for k1, start, _ in spectra]
         chunks = self.path_chunks(batch, jtfs)
         n_terms = sum(len(c) for c in chunks)
+        # Chunks come grouped by n2: Y2 of the estimate and of the target is computed once per n2.
+        groups = [(n2, list(group)) for n2, group in itertools.groupby(chunks, key=lambda c: jtfs.paths[c[0]].n2)]
 
-        def chunk_loss(idxs: Sequence[int], u1_hats: Sequence[Tensor]) -> Tensor:
-            S = jtfs.paths_from_spectra([(k, s, u) for (k, s), u in zip(meta, u1_hats)], idxs)
+        def time_scattering(n2: int, u1_hats: Sequence[Tensor]) -> Tuple[Tensor, Tensor]:
+            y2 = jtfs.time_scattering([(k, s, u) for (k, s), u in zip(meta, u1_hats)], n2)
             with torch.set_grad_enabled(bool(filters)):
-                S_target = jtfs.paths_from_spectra(target_spectra, idxs)
+                return y2, jtfs.time_scattering(target_spectra, n2)
+
+        def chunk_loss(idxs: Sequence[int], y2: Tensor, y2_target: Tensor) -> Tensor:
+            S = jtfs.paths_from_time_scattering(y2, idxs)
+            with torch.set_grad_enabled(bool(filters)):
+                S_target = jtfs.paths_from_time_scattering(y2_target, idxs)
             S, S_target = compared(S, self.compare), compared(S_target, self.compare)
             return path_distance(S, S_target, self.p, self.log1p_eps).sum() / (S.shape[0] * n_terms)
 
         tensors = [s for _, _, s in spectra]
         if torch.is_grad_enabled() and (x.requires_grad or filters):
-            loss = _EagerChunkedLoss.apply(chunk_loss, chunks, len(tensors), *tensors, *filters)
+            loss = _EagerChunkedLoss.apply(time_scattering, chunk_loss, groups, len(tensors), *tensors, *filters)
         else:
-            loss = sum(chunk_loss(idxs, tensors) for idxs in chunks)
+            loss = 0.0
+            for n2, group in groups:
+                y2s = time_scattering(n2, tensors)
+                loss = loss + sum(chunk_loss(idxs, *y2s) for idxs in group)
         if self.first_order:
             S1 = jtfs.first_order(x)
             with torch.set_grad_enabled(bool(filters)):
@@ -124,32 +135,49 @@ class JTFSLoss(nn.Module):
 class _EagerChunkedLoss(torch.autograd.Function):
     """Sum of chunk losses whose gradients are taken chunk by chunk during the forward pass.
 
-    Each chunk's graph is built, differentiated with respect to the shared
-    first-order spectra and freed before the next one: the peak memory is one
-    chunk's graph and nothing is recomputed. The backward pass scales the
-    accumulated gradients. Second derivatives are not available. Learnable
-    filter parameters, passed after the ``n_spectra`` spectra, are leaves that
-    every chunk reads: their gradients accumulate the same way.
+    Chunks come in groups that share one second-order wavelet n2. For each group,
+    Y2 of the estimate and of the target (``time_scattering``) is computed once;
+    each chunk's graph from those Y2 is built, differentiated with respect to
+    them and freed before the next one; the group's accumulated gradient then
+    runs once through Y2 back to the shared first-order spectra. The peak
+    memory is one chunk's graph and one Y2, and nothing is recomputed. The
+    backward pass scales the accumulated gradients. Second derivatives are not
+    available. Learnable filter parameters, passed after the ``n_spectra``
+    spectra, are leaves that every chunk reads: their gradients accumulate the
+    same way.
     """
 
     @staticmethod
-    def forward(ctx, chunk_loss, chunks, n_spectra, *tensors):
+    def forward(ctx, time_scattering, chunk_loss, groups, n_spectra, *tensors):
         spectra = [t.detach().requires_grad_() for t in tensors[:n_spectra]]
-        inputs = spectra + list(tensors[n_spectra:])
+        filters = list(tensors[n_spectra:])
+        inputs = spectra + filters
         grads = [torch.zeros_like(t) for t in inputs]
         total = tensors[0].real.new_zeros(())
         # Filters' graphs shared by every chunk (the target's scalogram) must outlive one chunk.
-        retain = len(inputs) > n_spectra
+        retain = bool(filters)
         with torch.enable_grad():
-            for idxs in chunks:
-                value = chunk_loss(idxs, spectra)
-                for g, d in zip(grads, torch.autograd.grad(value, inputs, allow_unused=True, retain_graph=retain)):
-                    if d is not None:
-                        g.add_(d)
-                total = total + value.detach()
+            for n2, chunks in groups:
+                y2s = time_scattering(n2, spectra)  # the estimate's, and the target's
+                leaves = [y.detach().requires_grad_(y.requires_grad) for y in y2s]
+                tracked = [i for i, y in enumerate(y2s) if y.requires_grad]
+                leaf_grads = [torch.zeros_like(leaves[i]) for i in tracked]
+                for idxs in chunks:
+                    value = chunk_loss(idxs, *leaves)
+                    _accumulate(leaf_grads + grads[n_spectra:], value, [leaves[i] for i in tracked] + filters, retain)
+                    total = total + value.detach()
+                _accumulate(grads, [y2s[i] for i in tracked], inputs, retain, leaf_grads)
         ctx.save_for_backward(*grads)
         return total
 
     @staticmethod
     def backward(ctx, grad_output):
-        return (None, None, None) + tuple(g * grad_output for g in ctx.saved_tensors)
+        return (None, None, None, None) + tuple(g * grad_output for g in ctx.saved_tensors)
+
+
+def _accumulate(into: List[Tensor], outputs, wrt: List[Tensor], retain: bool, grad_outputs=None) -> None:
+    """Add the gradients of ``outputs`` with respect to ``wrt`` into ``into`` (unused inputs add nothing)."""
+    found = torch.autograd.grad(outputs, wrt, grad_outputs, allow_unused=True, retain_graph=retain)
+    for g, d in zip(into, found):
+        if d is not None:
+            g.add_(d)
