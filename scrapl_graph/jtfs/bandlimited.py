@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from . import planned_fft
 from .ops import gather_bins, is_fake, modulus, rfft, scale_parts
-from .wavelet_modulus import HalfSpectrumBuffer, wavelet_modulus_spectrum, zero_padded_buffer
+from .wavelet_modulus import HalfSpectrumBuffer, checked_bins, wavelet_modulus_spectrum, zero_padded_buffer
 
 REL_TOL = 1e-12
 #: Complex elements of one slice of the first-order wavelet modulus (batch x filters x time).
@@ -122,9 +122,7 @@ class BandLimitedBank(nn.Module):
                 gradient that size instead of a whole spectrum of mostly zeros.
         """
         n, m, runs = self._meta[name]
-        bins = m // 2 + 1 if bins is None else bins
-        if not 1 <= bins <= m // 2 + 1:
-            raise ValueError(f"bins must be in [1, {m // 2 + 1}] for {name}, got {bins}")
+        bins = checked_bins(bins, m)
         if runs is None or len(runs) != 1:
             return rfft(modulus(planned_fft.ifft(self.apply(x_half, name, rows))))[..., :bins]
         self._check_length(x_half, name)
@@ -132,26 +130,22 @@ class BandLimitedBank(nn.Module):
         # Large batches go in slices whose buffers stay below glibc's largest mmap
         # threshold (32 MB), so that freed buffers are reused instead of faulted in anew.
         per_slice = max(1, SLICE_ELEMENTS // (val.shape[0] * m))
-        parts = [wavelet_modulus_spectrum(x, idx, val, m, *self._workspaces_for(name, x, val.shape[0], m), bins=bins)
+        parts = [wavelet_modulus_spectrum(x, idx, val, m, *self._workspace(name, x, val.shape[0], m), bins=bins)
                  for x in x_half.split(per_slice)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def _workspaces_for(self, name: str, x_half: Tensor, n_filters: int, m: int) -> tuple:
-        """The first-order node's kept buffers for ``name``: its zero-padded input and its gradient spectrum."""
-        kept = self._workspace(name, x_half, n_filters, m)
-        return (None, None) if kept is None else kept
-
-    def _workspace(self, name: str, x_half: Tensor, n_filters: int, m: int) -> Optional[tuple]:
+    def _workspace(self, name: str, x_half: Tensor, n_filters: int, m: int) -> tuple:
         """The kept buffers of the first-order node for ``name`` on CPUs: ``(input, gradient spectrum)``.
 
         Allocated afresh at every call, the input buffer (the largest of a SCRAPL step) gets new pages
         from glibc, which returns freed memory to the system between steps: the page faults cost about
         a sixth of a step. Kept, it is written in its first L bins only (the rest stays zero); the
         gradient spectrum likewise (see :class:`.wavelet_modulus.HalfSpectrumBuffer`). One pair per
-        entry, thread and batch size (a slice's); CUDA's caching allocator already reuses memory.
+        entry, thread and batch size (a slice's); CUDA's caching allocator already reuses memory:
+        ``(None, None)`` elsewhere.
         """
         if x_half.device.type != "cpu" or is_fake(x_half) or torch.is_inference_mode_enabled():
-            return None
+            return None, None
         length = getattr(self, f"{name}_idx").shape[0]
         key = (name, threading.get_ident(), x_half.shape[0])
         shape = (n_filters, m, length, x_half.dtype)

@@ -195,18 +195,18 @@ def _pool() -> ThreadPoolExecutor:
     return _state["pool"]
 
 
-def _run(kernel, count: int, pointers, strides, scalars=(), work: int = 1) -> None:
+def _run(kernel, count: int, pointers, strides, scalars=()) -> None:
     """Call ``kernel(*pointers, *scalars, items, threads)`` over ``count`` items on torch's CPU threads.
 
     Built with OpenMP, the kernel splits itself; otherwise the call is split here in one block per
-    thread. ``strides`` are the bytes from one item to the next behind each pointer; ``work`` is the
-    number of elements an item spans (blocks are not split below :data:`_MIN_SPLIT` elements).
+    thread (not below :data:`_MIN_SPLIT` items a block). ``strides`` are the bytes from one item to
+    the next behind each pointer.
     """
     threads = torch.get_num_threads()
     if _state.get("openmp"):
         kernel(*pointers, *scalars, count, threads)
         return
-    blocks = max(1, min(threads, count, count * work // _MIN_SPLIT))
+    blocks = max(1, min(threads, count // _MIN_SPLIT))
     bounds = [count * k // blocks for k in range(blocks + 1)]
 
     def block(k):

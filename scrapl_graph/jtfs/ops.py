@@ -106,11 +106,7 @@ def rfft_adjoint(grad: Tensor, n: int) -> Tensor:
     """
     # A scalar multiply, then two columns fixed: a per-bin weight broadcast over (re, im) is a slow,
     # unvectorized kernel on CPUs.
-    half = grad.mul(0.5)
-    half[..., 0] = grad[..., 0]
-    if n % 2 == 0:
-        half[..., -1] = grad[..., -1]
-    return planned_fft.irfft(half, n=n, norm="forward")
+    return planned_fft.irfft(planned_fft.scale_inner_bins(grad, n, 0.5), n=n, norm="forward")
 
 
 class _Modulus(torch.autograd.Function):

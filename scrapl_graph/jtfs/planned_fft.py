@@ -205,8 +205,12 @@ def execute(kind: str, x: Tensor, scale: float, n: Optional[int] = None, out: Op
     return out
 
 
-def _fix_ends(t: Tensor, n: int, factor: float) -> Tensor:
-    """``t`` times ``factor``, except bins 0 and n/2 (n even), which keep their values."""
+def scale_inner_bins(t: Tensor, n: int, factor: float) -> Tensor:
+    """Half spectra ``t`` of length-n signals times ``factor``, except bins 0 and n/2 (n even), kept as they are.
+
+    The real transforms' adjoints: those two bins stand for themselves only, every other for itself and
+    its mirror.
+    """
     scaled = t * factor
     scaled[..., 0] = t[..., 0]
     if n % 2 == 0:
@@ -233,7 +237,7 @@ class _RealFFT(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        return _c2r(_fix_ends(grad, ctx.n, 0.5), ctx.n, ctx.scale), None
+        return _c2r(scale_inner_bins(grad, ctx.n, 0.5), ctx.n, ctx.scale), None
 
 
 class _RealInverseFFT(torch.autograd.Function):
@@ -244,7 +248,7 @@ class _RealInverseFFT(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        return _fix_ends(_r2c(grad, ctx.scale), ctx.n, 2.0), None, None
+        return scale_inner_bins(_r2c(grad, ctx.scale), ctx.n, 2.0), None, None
 
 
 def _norm(scale: float, n: int, forward: bool) -> str:

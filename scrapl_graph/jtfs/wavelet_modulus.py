@@ -141,6 +141,16 @@ def _modulus_gradient(grad: Tensor, m: int, buffer: Optional[HalfSpectrumBuffer]
     return planned_fft.irfft(half, n=m, norm="forward", out=recycled.take(half.shape[:-1] + (m,), grad.real.dtype, half))
 
 
+def checked_bins(bins: Optional[int], m: int) -> int:
+    """The bins kept of half spectra of length-m signals: ``bins``, or all (m // 2 + 1) when None."""
+    full = m // 2 + 1
+    if bins is None:
+        return full
+    if not 1 <= bins <= full:
+        raise ValueError(f"bins must be in [1, {full}], got {bins}")
+    return bins
+
+
 def zero_padded_buffer(x_half: Tensor, n_filters: int, m: int, length: int) -> Tensor:
     """An empty complex ``(batch, n_filters, m)`` buffer whose bins from ``length`` on are zero."""
     y = x_half.new_empty(x_half.shape[0], n_filters, m)
@@ -169,9 +179,7 @@ def wavelet_modulus_spectrum(x_half: Tensor, idx: Tensor, val: Tensor, m: int,
     Returns:
         Complex (batch, n_filters, bins): the first bins of the half spectra of the moduli.
     """
-    bins = m // 2 + 1 if bins is None else bins
-    if not 1 <= bins <= m // 2 + 1:
-        raise ValueError(f"bins must be in [1, {m // 2 + 1}], got {bins}")
+    bins = checked_bins(bins, m)
     # Whether autograd records the node (its buffers are then kept for the backward pass).
     recorded = torch.is_grad_enabled() and (x_half.requires_grad or val.requires_grad)
     return _WaveletModulus.apply(x_half, idx, val, m, workspace, grad_buffer, bins, recorded)
