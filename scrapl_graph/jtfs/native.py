@@ -54,8 +54,9 @@ _SOURCE = r"""
 #include <math.h>
 #include <stddef.h>
 
-/* Threads only from 2^16 elements on: below, starting them costs more than they save. */
-#define SPLIT(n) if ((n) >= 65536) num_threads(threads) schedule(static)
+/* Threads only from MIN_SPLIT elements on (set at compile time): below, starting them costs more than
+   they save. */
+#define SPLIT(n) if ((n) >= MIN_SPLIT) num_threads(threads) schedule(static)
 
 #define KERNELS(T, SQRT, SUFFIX)                                                         \
 void magnitude_##SUFFIX(const T *y, T *r, ptrdiff_t n, int threads) {                    \
@@ -87,7 +88,8 @@ int split_by_openmp(void) {
 }
 """
 
-#: Elements below which one thread does the whole loop (splitting costs more than it saves).
+#: Elements below which one thread does the whole loop (splitting costs more than it saves); in the C
+#: source too, as MIN_SPLIT.
 _MIN_SPLIT = 1 << 16
 
 _lock = threading.Lock()
@@ -119,19 +121,24 @@ def _compile(path: str, openmp: Optional[str]) -> None:
             f.write(_SOURCE)
         built = os.path.join(tmp, "kernels.so")
         # No contraction into fused multiply-adds: the same roundings as PyTorch's separate operations.
-        flags = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC"]
+        flags = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", f"-DMIN_SPLIT={_MIN_SPLIT}"]
 
         def run(*args):
             subprocess.run([compiler, *args], check=True, capture_output=True, timeout=120)
 
-        try:
+        def built_with_openmp() -> bool:
             if openmp is None:
-                raise subprocess.SubprocessError("no OpenMP runtime to share")
-            # Compiled with OpenMP, linked to torch's runtime file rather than the compiler's: the library
-            # then names that runtime, already loaded, and does not bring a second one.
-            run(*flags, "-fopenmp", "-c", source, "-o", source + ".o")
-            run("-shared", source + ".o", openmp, "-o", built)
-        except (OSError, subprocess.SubprocessError):
+                return False
+            try:
+                # Compiled with OpenMP, linked to torch's runtime file rather than the compiler's: the
+                # library then names that runtime, already loaded, and does not bring a second one.
+                run(*flags, "-fopenmp", "-c", source, "-o", source + ".o")
+                run("-shared", source + ".o", openmp, "-o", built)
+                return True
+            except (OSError, subprocess.SubprocessError):
+                return False
+
+        if not built_with_openmp():
             run(*flags, "-shared", source, "-o", built)
         os.replace(built, path)  # atomic: concurrent processes never load a half-written library
 
@@ -144,7 +151,7 @@ def _library() -> Optional[ctypes.CDLL]:
         if "lib" not in _state:
             lib = None
             openmp = _torch_openmp()
-            digest = hashlib.sha256((_SOURCE + str(openmp)).encode()).hexdigest()[:16]
+            digest = hashlib.sha256((_SOURCE + str(openmp) + str(_MIN_SPLIT)).encode()).hexdigest()[:16]
             # The machine in the name: a home directory may be shared between architectures.
             path = os.path.join(_cache_dir(), f"modulus-kernels-{platform.machine()}-{digest}.so")
             try:

@@ -185,8 +185,7 @@ def execute(kind: str, x: Tensor, scale: float, n: Optional[int] = None, out: Op
             raise ValueError(f"a real inverse of length {n} needs {n // 2 + 1} bins, got {length}")
         shape, dtype = x.shape[:-1] + (n,), x.real.dtype
     elif kind == "r2c":
-        n, shape, dtype = length, x.shape[:-1] + (length // 2 + 1,), torch.complex64 if x.dtype == torch.float32 \
-            else torch.complex128
+        n, shape, dtype = length, x.shape[:-1] + (length // 2 + 1,), _complex_of(x.dtype)
     else:
         n, shape, dtype = length, x.shape, x.dtype
     if out is None:
